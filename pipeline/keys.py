@@ -1,0 +1,163 @@
+"""The owner's secret key: generation, the key file, the public key id and the key-derived transform.
+
+A key is 256 random bits plus the cipher settings it is used with. Everything secret-dependent
+is drawn from a keyed CSPRNG stream (HMAC-SHA256 in counter mode), so the same key gives the
+same permutation on every machine and Python version, and distinct purposes (permutation,
+negative-positive mask, key id) use domain-separated labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+KEY_FORMAT = "cipherseg-key"
+KEY_VERSION = 1
+SECRET_BYTES = 32
+DEFAULT_BLOCK_SIZE = 16
+# The published bundle is recognised by its manifest; a key must never be written inside one.
+BUNDLE_MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Key:
+    """A secret key and the cipher settings it belongs to.
+
+    ``permutation`` and ``flip`` act on the canonical block vector: a PxPx3 block of an HWC RGB
+    image flattened in (row, column, channel) order, index ``(r * P + c) * 3 + ch``.
+    """
+
+    secret: bytes = field(repr=False)
+    block_size: int = DEFAULT_BLOCK_SIZE
+    negative_positive: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.secret) != SECRET_BYTES:
+            raise ValueError(f"a key secret has {SECRET_BYTES} bytes, not {len(self.secret)}")
+        if self.block_size < 1:
+            raise ValueError(f"block size must be positive, not {self.block_size}")
+
+    @property
+    def vector_length(self) -> int:
+        return 3 * self.block_size**2
+
+    @cached_property
+    def key_id(self) -> str:
+        """Public, one-way identifier of the key and its settings (safe to publish)."""
+        spec = f"{self.block_size}/{int(self.negative_positive)}".encode()
+        return hashlib.sha256(b"cipherseg/v1/key-id\0" + self.secret + b"\0" + spec).hexdigest()[:32]
+
+    @cached_property
+    def permutation(self) -> np.ndarray:
+        """v'[k] = v[permutation[k]] for every block vector v."""
+        words = _keystream(self.secret, f"permutation/{self.block_size}")
+        return _fisher_yates(self.vector_length, words)
+
+    @cached_property
+    def flip(self) -> np.ndarray | None:
+        """Positions k of the shuffled vector that are inverted (v'[k] = 255 - v'[k]), if enabled."""
+        if not self.negative_positive:
+            return None
+        words = _keystream(self.secret, f"negative-positive/{self.block_size}")
+        return np.array([next(words) & 1 for _ in range(self.vector_length)], dtype=bool)
+
+    def spec(self) -> dict[str, object]:
+        """The public description of the cipher this key defines (no secret)."""
+        return {
+            "key_id": self.key_id,
+            "block_size": self.block_size,
+            "negative_positive": self.negative_positive,
+        }
+
+
+def generate(block_size: int = DEFAULT_BLOCK_SIZE, negative_positive: bool = False) -> Key:
+    """A new key with a 256-bit secret from the operating system's CSPRNG."""
+    return Key(secrets.token_bytes(SECRET_BYTES), block_size, negative_positive)
+
+
+def save(key: Key, path: str | Path) -> Path:
+    """Write ``key`` to a new file readable by its owner only (mode 0600).
+
+    Refuses to overwrite an existing key and to write inside a published bundle.
+    """
+    path = Path(path)
+    for parent in path.resolve().parents:
+        if (parent / BUNDLE_MANIFEST).exists():
+            raise PipelineError(f"{path}: refusing to write a key inside the bundle at {parent}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "format": KEY_FORMAT,
+        "version": KEY_VERSION,
+        "secret": key.secret.hex(),
+        **key.spec(),
+    }
+    try:
+        # O_EXCL: never replace a key (its data would become undecryptable); 0600 from creation on.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise PipelineError(f"{path}: a key file already exists; refusing to overwrite it") from None
+    with os.fdopen(fd, "w") as f:
+        json.dump(document, f, indent=2)
+        f.write("\n")
+    return path
+
+
+def load(path: str | Path) -> Key:
+    """Read a key file, checking its format and integrity (the stored key id must match)."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no key file here (create one with --stage keygen)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PipelineError(f"{path}: not a readable key file ({error})") from None
+    if not isinstance(document, dict) or document.get("format") != KEY_FORMAT:
+        raise PipelineError(f"{path}: not a cipherseg key file")
+    if document.get("version") != KEY_VERSION:
+        raise PipelineError(f"{path}: key format version {document.get('version')!r} is not supported")
+    try:
+        key = Key(
+            bytes.fromhex(document["secret"]),
+            int(document["block_size"]),
+            bool(document["negative_positive"]),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise PipelineError(f"{path}: corrupt key file ({error})") from None
+    if document.get("key_id") != key.key_id:
+        raise PipelineError(f"{path}: corrupt key file (its key id does not match its secret)")
+    return key
+
+
+def _keystream(secret: bytes, label: str) -> Iterator[int]:
+    """Unsigned 32-bit words of HMAC-SHA256(secret, label || counter), counter = 0, 1, ..."""
+    prefix = f"cipherseg/v1/{label}\0".encode()
+    counter = 0
+    while True:
+        block = hmac.digest(secret, prefix + counter.to_bytes(8, "big"), "sha256")
+        yield from (int.from_bytes(block[i : i + 4], "big") for i in range(0, len(block), 4))
+        counter += 1
+
+
+def _fisher_yates(n: int, words: Iterator[int]) -> np.ndarray:
+    """A uniformly random permutation of range(n), unbiased by rejection sampling."""
+    items = list(range(n))
+    for i in range(n - 1, 0, -1):
+        bound = i + 1
+        limit = 2**32 - 2**32 % bound  # largest multiple of bound: draws past it would bias j
+        word = next(words)
+        while word >= limit:
+            word = next(words)
+        j = word % bound
+        items[i], items[j] = items[j], items[i]
+    return np.array(items, dtype=np.int64)

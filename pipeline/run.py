@@ -1,0 +1,158 @@
+"""The owner-side command line: ``python -m pipeline.run --stage NAME [options]``.
+
+Every stage is a thin adapter from :class:`pipeline.config.Options` to one typed public function
+of a pipeline module; the DAG and the tests call the same functions or this command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.config import Options, resolve
+from pipeline.errors import PipelineError
+
+log = logging.getLogger("pipeline")
+
+
+def stage_sample(o: Options) -> None:
+    """Generate the synthetic Cityscapes sample and a random-init timm checkpoint."""
+    from pipeline import sample
+
+    counts = dict(zip(("train", "val", "test"), _ints(o.sample_counts, ",", "sample-counts", 3)))
+    size = tuple(_ints(o.sample_size, "x", "sample-size", 2))
+    paths = sample.write_sample(o.raw, counts=counts, size=size, seed=o.seed)
+    log.info("wrote %d sample images under %s", len(paths), o.raw)
+    sample.write_random_vit(o.weights_path, o.arch, seed=o.seed)
+    log.info("wrote a random-init %s checkpoint to %s", o.arch, o.weights_path)
+
+
+def stage_keygen(o: Options) -> None:
+    """Create a new secret key file (mode 0600); never overwrites one."""
+    from pipeline import keys
+
+    key = keys.save(keys.generate(o.block_size, o.negative_positive), o.key)
+    log.info("wrote a new key to %s (key id %s)", key, keys.load(key).key_id)
+
+
+def stage_encrypt_weights(o: Options) -> None:
+    """Encrypt the patch embedding of a timm ViT checkpoint into an mmseg safetensors file."""
+    from pipeline import keys, weights
+
+    _require(o.weights_path, "the source checkpoint (--weights); run --stage sample for a stand-in")
+    out = weights.encrypt_checkpoint(o.weights_path, o.arch, keys.load(o.key), o.encrypted_weights)
+    log.info("wrote the encrypted checkpoint to %s", out)
+
+
+def stage_decrypt_weights(o: Options) -> None:
+    """Turn a fine-tuned encrypted checkpoint (--checkpoint) back into a plain model (--out)."""
+    from pipeline import keys, weights
+
+    if not o.checkpoint or not o.out:
+        raise PipelineError("--stage decrypt-weights needs --checkpoint (encrypted) and --out (plain)")
+    _require(o.checkpoint, "the encrypted checkpoint (--checkpoint)")
+    out = weights.decrypt_checkpoint(o.checkpoint, keys.load(o.key), o.out)
+    log.info("wrote the decrypted checkpoint to %s", out)
+
+
+def stage_all(o: Options) -> None:
+    """Run the owner's whole job on the defaults: sample and key when missing, then every stage."""
+    if not Path(o.raw).exists():
+        stage_sample(o)
+    if not Path(o.key).exists():
+        stage_keygen(o)
+    for name in ALL:
+        log.info("stage %s", name)
+        STAGES[name](o)
+
+
+def _not_implemented(name: str) -> Callable[[Options], None]:
+    def stage(o: Options) -> None:
+        raise PipelineError(f"stage {name!r} is not implemented yet")
+
+    stage.__doc__ = "(not implemented yet)"
+    return stage
+
+
+STAGES: dict[str, Callable[[Options], None]] = {
+    "sample": stage_sample,
+    "keygen": stage_keygen,
+    "encrypt": _not_implemented("encrypt"),
+    "decrypt": _not_implemented("decrypt"),
+    "encrypt-weights": stage_encrypt_weights,
+    "decrypt-weights": stage_decrypt_weights,
+    "publish": _not_implemented("publish"),
+    "verify": _not_implemented("verify"),
+    "encrypt-query": _not_implemented("encrypt-query"),
+    "audit": _not_implemented("audit"),
+    "all": stage_all,
+}
+# What --stage all runs after creating the sample and key when they are missing.
+ALL = ("encrypt-weights",)
+
+
+def _require(path: str, what: str) -> None:
+    if "://" not in path and not Path(path).exists():
+        raise PipelineError(f"{path}: not found; this is {what}")
+
+
+def _ints(text: str, sep: str, name: str, count: int) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(sep)]
+    except ValueError:
+        values = []
+    if len(values) != count or min(values) < 0:
+        raise PipelineError(f"--{name} {text!r}: expected {count} non-negative integers separated by {sep!r}")
+    return values
+
+
+def parser() -> argparse.ArgumentParser:
+    stages = "\n".join(f"  {name:16s} {fn.__doc__.splitlines()[0]}" for name, fn in STAGES.items())
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.run",
+        description="Data-owner side of cipherseg. Every option defaults to the sample under data/.",
+        epilog=f"stages:\n{stages}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=None,
+    )
+    p.add_argument("--stage", required=True, metavar="NAME", help="the stage to run (listed below)")
+    p.add_argument("--config", metavar="FILE", help="TOML file of options; flags override it")
+    p.add_argument("--raw", metavar="PATH|URL", help="Cityscapes root with leftImg8bit/ and gtFine/")
+    p.add_argument("--key", metavar="PATH", help="the owner's secret key file")
+    p.add_argument("--store", metavar="PATH|URL", help="the encrypted dataset store (Zarr)")
+    p.add_argument("--weights", metavar="PATH", help="source timm checkpoint (plain, pretrained)")
+    p.add_argument("--arch", metavar="NAME", help="timm architecture of --weights")
+    p.add_argument("--encrypted-weights", metavar="PATH", help="the encrypted checkpoint written for the cloud")
+    p.add_argument("--bundle", metavar="PATH|URL", help="the published bundle")
+    p.add_argument("--checkpoint", metavar="PATH", help="a fine-tuned encrypted checkpoint (decrypt-weights)")
+    p.add_argument("--out", metavar="PATH", help="output of the decrypting stages")
+    p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: all cores)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, tcp://host:port")
+    p.add_argument("--on-error", choices=("fail", "skip"), help="bad input files: stop, or skip and record")
+    p.add_argument("--block-size", type=int, metavar="P", help="keygen: block size (the ViT patch size)")
+    p.add_argument("--negative-positive", action="store_true", default=None, help="keygen: also invert key-chosen positions")
+    p.add_argument("--seed", type=int, help="sample: random seed")
+    p.add_argument("--sample-counts", metavar="TRAIN,VAL,TEST", help="sample: images per split")
+    p.add_argument("--sample-size", metavar="HxW", help="sample: image size")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(parser().parse_args(argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    stage, config = args.pop("stage"), args.pop("config")
+    try:
+        if stage not in STAGES:
+            raise PipelineError(f"unknown stage {stage!r}; the stages are: {', '.join(STAGES)}")
+        STAGES[stage](resolve(config, args))
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""Model encryption (paper section III-C): the block cipher folded into a ViT's patch embedding.
+
+The patch embedding is affine in the normalized block vector, z = E u + b, so it can absorb the
+key's transform exactly. Block vectors use the canonical order of pipeline/cipher.py: a PxPx3
+block of an HWC RGB image flattened in (row, column, channel) order, index k = (r * P + c) * 3 + ch;
+the conv weight (D, 3, P, P) enters that order as (D, P, P, 3) flattened.
+
+The encrypted image is v'[k] = a_k v[perm[k]] + c_k (a = -1, c = 255 where the negative-positive
+flip is set, else a = 1, c = 0), and the cloud normalizes it per channel with mean M and std S
+(M[k], S[k] those of the channel of position k). With j = perm[k],
+
+    E'[:, k] = E[:, j] * a_k * S[k] / S[j]
+    b'       = b + sum_k E[:, j] * (a_k * (M[k] - c_k) - M[j]) / S[j]
+
+gives E' u' + b' = E u + b for every block: the encrypted model on normalized encrypted images
+computes exactly what the plain model computes on normalized plain images.
+
+The owner side never imports mmseg: weights are renamed to mmseg's VisionTransformer layout here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from pipeline.errors import PipelineError
+from pipeline.keys import Key
+
+# mmseg's SegDataPreProcessor defaults: RGB order, 0-255 scale.
+NORM_MEAN = (123.675, 116.28, 103.53)
+NORM_STD = (58.395, 57.12, 57.375)
+
+FORMAT = "cipherseg-checkpoint"
+FORMAT_VERSION = "1"
+LAYOUT = "mmseg.VisionTransformer"
+PATCH_WEIGHT = "patch_embed.projection.weight"
+PATCH_BIAS = "patch_embed.projection.bias"
+
+# timm VisionTransformer name -> mmseg VisionTransformer name (full matches, in order).
+_TIMM_TO_MMSEG = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"(cls_token|pos_embed)", r"\1"),
+        (r"patch_embed\.proj\.(weight|bias)", r"patch_embed.projection.\1"),
+        (r"blocks\.(\d+)\.norm([12])\.(weight|bias)", r"layers.\1.ln\2.\3"),
+        (r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)", r"layers.\1.attn.attn.in_proj_\2"),
+        (r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", r"layers.\1.attn.attn.out_proj.\2"),
+        (r"blocks\.(\d+)\.mlp\.fc1\.(weight|bias)", r"layers.\1.ffn.layers.0.0.\2"),
+        (r"blocks\.(\d+)\.mlp\.fc2\.(weight|bias)", r"layers.\1.ffn.layers.1.\2"),
+        (r"norm\.(weight|bias)", r"ln1.\1"),
+    )
+)
+# Classifier weights: a segmentation backbone has no use for them.
+_CLASSIFIER = re.compile(r"(head|fc_norm)\..*")
+
+
+def load_timm_checkpoint(path: str | Path, arch: str) -> dict[str, torch.Tensor]:
+    """The state dict of a timm ViT checkpoint (.safetensors, .pth/.bin, JAX .npz), checked against ``arch``.
+
+    Names and shapes must match ``timm.create_model(arch)``, except the classifier head (any number
+    of classes) and the shape of ``pos_embed`` (its grid follows the pretraining resolution; mmseg
+    resamples it).
+    """
+    path = Path(path)
+    if not timm.is_model(arch):
+        raise PipelineError(f"{path}: unknown architecture {arch!r} (not a timm model name)")
+    with torch.device("meta"):  # names and shapes only, no memory
+        reference = timm.create_model(arch)
+    if not isinstance(reference, timm.models.VisionTransformer):
+        raise PipelineError(f"{path}: {arch!r} is not a timm VisionTransformer")
+    state = _read_npz(path, arch) if path.suffix == ".npz" else _read_weights(path)[0]
+
+    expected = {name: t.shape for name, t in reference.state_dict().items() if not name.startswith("head.")}
+    found = {name: t.shape for name, t in state.items() if not name.startswith("head.")}
+    problems = [f"missing {name}" for name in expected if name not in found]
+    problems += [f"unexpected {name}" for name in found if name not in expected]
+    problems += [
+        f"{name} has shape {tuple(found[name])}, {arch} has {tuple(shape)}"
+        for name, shape in expected.items()
+        if name in found and name != "pos_embed" and found[name] != shape
+    ]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise PipelineError(f"{path}: not a {arch} checkpoint: {shown}")
+    return state
+
+
+def timm_to_mmseg(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a timm ViT state dict to mmseg's VisionTransformer names; the classifier is dropped.
+
+    Raises ValueError for weights mmseg's VisionTransformer has no place for (layer scale,
+    register tokens, a pre-norm, ...).
+    """
+    converted, unsupported = {}, []
+    for name, tensor in state.items():
+        if _CLASSIFIER.fullmatch(name):
+            continue
+        for pattern, replacement in _TIMM_TO_MMSEG:
+            if match := pattern.fullmatch(name):
+                converted[match.expand(replacement)] = tensor
+                break
+        else:
+            unsupported.append(name)
+    if unsupported:
+        raise ValueError(f"mmseg's VisionTransformer has no place for {', '.join(unsupported[:5])}")
+    return converted
+
+
+def encrypt_patch_embedding(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    key: Key,
+    mean: Sequence[float] = NORM_MEAN,
+    std: Sequence[float] = NORM_STD,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The patch embedding (conv weight (D, 3, P, P), bias (D,)) that reads images encrypted with ``key``."""
+    vectors = _block_vectors(weight, key)
+    perm, a, c, m, s = _fold_terms(key, mean, std)
+    source = vectors[:, perm] / s[perm]  # column k: E[:, j] / S[j], j = perm[k]
+    folded_bias = bias.double() + source @ (a * (m - c) - m[perm])
+    return _conv_weight(source * (a * s), weight), folded_bias.to(bias.dtype)
+
+
+def decrypt_patch_embedding(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    key: Key,
+    mean: Sequence[float] = NORM_MEAN,
+    std: Sequence[float] = NORM_STD,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`encrypt_patch_embedding`: the patch embedding for plain images."""
+    vectors = _block_vectors(weight, key)
+    perm, a, c, m, s = _fold_terms(key, mean, std)
+    source = vectors * a / s  # a = +-1 is its own inverse
+    plain = torch.empty_like(source)
+    plain[:, perm] = source * s[perm]
+    plain_bias = bias.double() - source @ (a * (m - c) - m[perm])
+    return _conv_weight(plain, weight), plain_bias.to(bias.dtype)
+
+
+def encrypt_checkpoint(source: str | Path, arch: str, key: Key, out: str | Path) -> Path:
+    """Encrypt a timm ViT checkpoint for ``key`` into an mmseg-layout safetensors file at ``out``."""
+    source, out = Path(source), Path(out)
+    state = load_timm_checkpoint(source, arch)
+    try:
+        state = timm_to_mmseg(state)
+        weight, bias = encrypt_patch_embedding(state[PATCH_WEIGHT], state[PATCH_BIAS], key)
+    except ValueError as error:
+        raise PipelineError(f"{source}: {error}") from None
+    state[PATCH_WEIGHT], state[PATCH_BIAS] = weight, bias
+    metadata = {
+        **_metadata(key, NORM_MEAN, NORM_STD),
+        "layout": LAYOUT,
+        "source_arch": arch,
+        "source_sha256": _sha256(source),
+        "encrypted": "true",
+    }
+    _write_atomically(state, metadata, out)
+    return out
+
+
+def decrypt_checkpoint(source: str | Path, key: Key, out: str | Path) -> Path:
+    """Undo the fold on an encrypted (fine-tuned) mmseg checkpoint: the result reads plain images.
+
+    Accepts our safetensors files and weights-only .pth files, with the weights optionally nested
+    under ``state_dict`` and prefixed (``backbone.`` in a whole segmentor); every other weight is
+    copied unchanged.
+    """
+    source, out = Path(source), Path(out)
+    state, metadata = _read_weights(source)
+    if metadata.get("key_id", key.key_id) != key.key_id:
+        raise PipelineError(
+            f"{source}: encrypted with key {metadata['key_id']}, not with this key ({key.key_id})"
+        )
+    if metadata.get("encrypted") == "false":
+        raise PipelineError(f"{source}: this checkpoint is not encrypted")
+    names = [name for name in state if name.endswith(PATCH_WEIGHT)]
+    if len(names) != 1:
+        raise PipelineError(
+            f"{source}: expected one mmseg patch embedding ({PATCH_WEIGHT}), found {len(names)}"
+        )
+    weight_name = names[0]
+    bias_name = weight_name.removesuffix(PATCH_WEIGHT) + PATCH_BIAS
+    if bias_name not in state:
+        raise PipelineError(f"{source}: no {bias_name}: the backbone must be built with patch_bias=True")
+    try:
+        # The fold must be undone with the normalization it was made for.
+        mean = json.loads(metadata["norm_mean"]) if "norm_mean" in metadata else NORM_MEAN
+        std = json.loads(metadata["norm_std"]) if "norm_std" in metadata else NORM_STD
+        weight, bias = decrypt_patch_embedding(state[weight_name], state[bias_name], key, mean, std)
+    except ValueError as error:  # json.JSONDecodeError is one
+        raise PipelineError(f"{source}: {error}") from None
+    state[weight_name], state[bias_name] = weight, bias
+    metadata = {
+        **metadata,  # keeps what the source says about itself (layout, source_arch)
+        **_metadata(key, mean, std),
+        "source_sha256": _sha256(source),
+        "encrypted": "false",
+    }
+    _write_atomically(state, metadata, out)
+    return out
+
+
+def _block_vectors(weight: torch.Tensor, key: Key) -> torch.Tensor:
+    """Conv weight (D, 3, P, P) as (D, 3P²) float64, columns in canonical block-vector order."""
+    p = key.block_size
+    if weight.shape[1:] != (3, p, p):
+        raise ValueError(
+            f"patch embedding of shape {tuple(weight.shape)} does not fit the key's {p}x{p} RGB blocks "
+            "(the patch size must equal the block size)"
+        )
+    return weight.double().permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+
+
+def _conv_weight(vectors: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_block_vectors`, in the dtype of ``like``."""
+    d, _, p, _ = like.shape
+    return vectors.reshape(d, p, p, 3).permute(0, 3, 1, 2).to(like.dtype).contiguous()
+
+
+def _fold_terms(key: Key, mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, ...]:
+    """perm, and a, c, M, S (float64) for every block-vector position, as in the module docstring."""
+    channel = np.arange(3 * key.block_size**2) % 3
+    flip = key.flip if key.flip is not None else np.zeros(channel.size, dtype=bool)
+    a, c = np.where(flip, -1.0, 1.0), np.where(flip, 255.0, 0.0)
+    m, s = np.asarray(mean, dtype=np.float64)[channel], np.asarray(std, dtype=np.float64)[channel]
+    return tuple(torch.from_numpy(t) for t in (key.permutation, a, c, m, s))
+
+
+def _metadata(key: Key, mean: Sequence[float], std: Sequence[float]) -> dict[str, str]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "key_id": key.key_id,
+        "block_size": str(key.block_size),
+        "negative_positive": json.dumps(key.negative_positive),
+        "norm_mean": json.dumps(list(mean)),
+        "norm_std": json.dumps(list(std)),
+        "channel_order": "RGB",
+    }
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and safetensors metadata of a .safetensors or weights-only torch file."""
+    if not path.is_file():
+        raise PipelineError(f"{path}: no such file")
+    try:
+        if path.suffix == ".safetensors":
+            with safe_open(path, framework="pt") as f:
+                return {name: f.get_tensor(name) for name in f.keys()}, f.metadata() or {}
+        # weights_only: never run code from a checkpoint file (a fine-tuned one comes from the cloud).
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # whatever a parser raises on a damaged or foreign file
+        objects = _pickled_objects(path)
+        if objects:
+            raise PipelineError(
+                f"{path}: holds Python objects besides weights ({', '.join(objects[:3])}); refusing to "
+                "unpickle it: give the model's weights alone, as .safetensors or a plain state dict"
+            ) from None
+        # torch's message for a damaged file suggests weights_only=False: not advice to pass on.
+        damaged = isinstance(error, (pickle.UnpicklingError, EOFError))
+        reason = "damaged, or not a torch file" if damaged else error
+        raise PipelineError(f"{path}: not a readable checkpoint ({reason})") from None
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]  # mmengine and timm training checkpoints
+    if not isinstance(checkpoint, dict) or not all(isinstance(t, torch.Tensor) for t in checkpoint.values()):
+        raise PipelineError(f"{path}: not a state dict of tensors")
+    return checkpoint, {}
+
+
+def _pickled_objects(path: Path) -> list[str]:
+    """Globals a torch file needs beyond what ``weights_only`` allows ([] if it cannot tell)."""
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a torch zip file at all
+        return []
+
+
+def _read_npz(path: Path, arch: str) -> dict[str, torch.Tensor]:
+    """A JAX/Flax ViT .npz (Google's original releases), read by timm into a fresh ``arch`` model."""
+    if not path.is_file():
+        raise PipelineError(f"{path}: no such file")
+    model = timm.create_model(arch)
+    try:
+        timm.models.vision_transformer._load_weights(model, str(path))
+    except Exception as error:  # whatever a parser raises on a damaged or foreign file
+        raise PipelineError(
+            f"{path}: not a readable {arch} .npz checkpoint ({type(error).__name__}: {error})"
+        ) from None
+    return model.state_dict()
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _write_atomically(state: dict[str, torch.Tensor], metadata: dict[str, str], out: Path) -> None:
+    """Write a safetensors file that either appears complete at ``out`` or not at all."""
+    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            save_file({name: t.contiguous() for name, t in state.items()}, temporary, metadata=metadata)
+            os.replace(temporary, out)
+        finally:
+            temporary.unlink(missing_ok=True)  # gone after a successful replace
+    except OSError as error:
+        raise PipelineError(f"{out}: cannot write ({error})") from None

@@ -1,0 +1,275 @@
+"""Model encryption: the encrypted ViT on encrypted images computes exactly what the plain one does."""
+
+import copy
+import json
+import re
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from pipeline import weights
+from pipeline.cipher import BlockCipher
+from pipeline.errors import PipelineError
+from pipeline.keys import generate
+from pipeline.weights import (
+    NORM_MEAN,
+    NORM_STD,
+    decrypt_checkpoint,
+    encrypt_checkpoint,
+    encrypt_patch_embedding,
+    load_timm_checkpoint,
+    timm_to_mmseg,
+)
+
+ARCH = "vit_tiny_patch16_224"
+OUT_INDICES = (2, 5, 8, 11)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A random-init ViT-Ti/16 on 64x64 images."""
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, img_size=64).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim == 1:  # timm initializes biases to 0 and norms to 1: a swap would go unseen
+                parameter += 0.1 * torch.randn_like(parameter)
+    return model
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["shuffle", "negative-positive"])
+def key(request):
+    return generate(16, negative_positive=request.param)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("timm") / f"{ARCH}.safetensors"
+    save_file(model.state_dict(), path)
+    return path
+
+
+def normalize(images, mean=NORM_MEAN, std=NORM_STD):
+    """The cloud's preprocessing: per-channel normalization of uint8 NHWC images, to NCHW float32."""
+    normalized = (images.astype(np.float64) - mean) / std
+    return torch.from_numpy(normalized.astype(np.float32)).permute(0, 3, 1, 2)
+
+
+def relative_difference(output, reference):
+    return float((output - reference).abs().max() / reference.abs().max())
+
+
+@torch.no_grad()
+def test_encrypted_timm_model_on_encrypted_images_equals_plain(model, images, key):
+    encrypted_model = copy.deepcopy(model)
+    proj = encrypted_model.patch_embed.proj
+    proj.weight.data, proj.bias.data = encrypt_patch_embedding(proj.weight.data, proj.bias.data, key)
+    encrypted = BlockCipher(key).encrypt(images)
+
+    plain = model.forward_features(normalize(images))
+    assert relative_difference(encrypted_model.forward_features(normalize(encrypted)), plain) < 1e-4
+    # The check can fail: the plain model cannot read encrypted images, and swapping the channel
+    # order (BGR instead of the RGB the images were encrypted in) breaks the fold.
+    assert relative_difference(model.forward_features(normalize(encrypted)), plain) > 0.1
+    bgr = normalize(encrypted[..., ::-1], NORM_MEAN[::-1], NORM_STD[::-1])
+    assert relative_difference(encrypted_model.forward_features(bgr), plain) > 0.1
+
+
+def mmseg_vit(final_norm=False):
+    """mmseg's VisionTransformer as the training stage builds it (SETR settings), ViT-Ti dims."""
+    import training  # noqa: F401  (makes mmseg importable with mmcv-lite)
+    from mmseg.models.backbones import VisionTransformer
+
+    vit = VisionTransformer(
+        img_size=(64, 64),
+        patch_size=16,
+        embed_dims=192,
+        num_layers=12,
+        num_heads=3,
+        out_indices=OUT_INDICES,
+        with_cls_token=True,
+        final_norm=final_norm,
+        patch_bias=True,  # mmseg's default (False) silently drops the bias the fold needs
+        norm_cfg=dict(type="LN", eps=1e-6),
+    )
+    vit.eval()
+    return vit
+
+
+@torch.no_grad()
+def test_encrypted_mmseg_backbone_on_encrypted_images_equals_plain(model, images, key, checkpoint, tmp_path):
+    converted = timm_to_mmseg(model.state_dict())
+    mmseg_vit(final_norm=True).load_state_dict(converted, strict=True)  # every name has its place
+
+    plain_vit, encrypted_vit = mmseg_vit(), mmseg_vit()
+    missing, unexpected = plain_vit.load_state_dict(converted, strict=False)
+    assert missing == [] and sorted(unexpected) == ["ln1.bias", "ln1.weight"]  # final_norm=False
+    encrypted_state = load_file(encrypt_checkpoint(checkpoint, ARCH, key, tmp_path / "backbone.safetensors"))
+    del encrypted_state["ln1.weight"], encrypted_state["ln1.bias"]
+    encrypted_vit.load_state_dict(encrypted_state, strict=True)
+
+    encrypted = BlockCipher(key).encrypt(images)
+    plain_outputs = plain_vit(normalize(images))
+    timm_outputs = model.forward_intermediates(normalize(images), OUT_INDICES, intermediates_only=True)
+    for plain, reference, encrypted_output, plain_on_encrypted in zip(
+        plain_outputs, timm_outputs, encrypted_vit(normalize(encrypted)), plain_vit(normalize(encrypted))
+    ):
+        assert relative_difference(plain, reference) < 1e-4  # the renaming is right
+        assert relative_difference(encrypted_output, plain) < 1e-4
+        assert relative_difference(plain_on_encrypted, plain) > 0.1
+
+
+def test_checkpoint_metadata(checkpoint, key, tmp_path):
+    out = encrypt_checkpoint(checkpoint, ARCH, key, tmp_path / "backbone.safetensors")
+    with safe_open(out, framework="pt") as f:
+        metadata = f.metadata()
+    assert metadata["format"] == "cipherseg-checkpoint" and metadata["format_version"] == "1"
+    assert metadata["key_id"] == key.key_id and metadata["block_size"] == "16"
+    assert metadata["negative_positive"] == json.dumps(key.negative_positive)
+    assert json.loads(metadata["norm_mean"]) == list(NORM_MEAN)
+    assert json.loads(metadata["norm_std"]) == list(NORM_STD)
+    assert metadata["channel_order"] == "RGB" and metadata["layout"] == "mmseg.VisionTransformer"
+    assert metadata["source_arch"] == ARCH and metadata["encrypted"] == "true"
+    assert metadata["source_sha256"] == weights._sha256(checkpoint)
+    assert [p.name for p in tmp_path.iterdir()] == ["backbone.safetensors"]  # no temporary left
+
+
+def assert_round_trip(decrypted, original):
+    assert decrypted.keys() == original.keys()
+    for name, tensor in original.items():
+        # Exact up to float32 rounding; the bias went through the folded bias, of size ~1.
+        atol = 1e-6 if name.endswith("patch_embed.projection.bias") else 0
+        torch.testing.assert_close(decrypted[name], tensor, rtol=1e-6, atol=atol)
+
+
+def test_decrypt_round_trip(model, checkpoint, key, tmp_path):
+    encrypted = encrypt_checkpoint(checkpoint, ARCH, key, tmp_path / "backbone.safetensors")
+    decrypted = decrypt_checkpoint(encrypted, key, tmp_path / "plain.safetensors")
+    assert_round_trip(load_file(decrypted), timm_to_mmseg(model.state_dict()))
+    with safe_open(decrypted, framework="pt") as f:
+        assert f.metadata()["encrypted"] == "false" and f.metadata()["key_id"] == key.key_id
+
+
+def test_decrypt_mmengine_segmentor_checkpoint(model, checkpoint, key, tmp_path):
+    """A fine-tuned segmentor saved as mmengine does: weights under state_dict, backbone prefixed."""
+    encrypted = load_file(encrypt_checkpoint(checkpoint, ARCH, key, tmp_path / "backbone.safetensors"))
+    head = {"decode_head.conv_seg.weight": torch.randn(19, 192, 1, 1)}
+    segmentor = {**{f"backbone.{name}": t for name, t in encrypted.items()}, **head}
+    torch.save({"meta": {"iter": 10}, "state_dict": segmentor}, tmp_path / "iter_10.pth")
+
+    decrypted = load_file(decrypt_checkpoint(tmp_path / "iter_10.pth", key, tmp_path / "plain.safetensors"))
+    expected = {**{f"backbone.{name}": t for name, t in timm_to_mmseg(model.state_dict()).items()}, **head}
+    assert_round_trip(decrypted, expected)
+
+
+def export_npz(model, path):
+    """Write ``model`` in the layout of Google's original ViT .npz releases (as timm reads it)."""
+    heads = model.blocks[0].attn.num_heads
+    arrays = {
+        "embedding/kernel": model.patch_embed.proj.weight.permute(2, 3, 1, 0),
+        "embedding/bias": model.patch_embed.proj.bias,
+        "cls": model.cls_token,
+        "Transformer/posembed_input/pos_embedding": model.pos_embed,
+        "Transformer/encoder_norm/scale": model.norm.weight,
+        "Transformer/encoder_norm/bias": model.norm.bias,
+    }
+    for i, block in enumerate(model.blocks):
+        prefix = f"Transformer/encoderblock_{i}/"
+        dim = block.attn.qkv.in_features
+        qkv = zip(("query", "key", "value"), block.attn.qkv.weight.chunk(3), block.attn.qkv.bias.chunk(3))
+        for name, w, b in qkv:
+            arrays[f"{prefix}MultiHeadDotProductAttention_1/{name}/kernel"] = w.T.reshape(dim, heads, -1)
+            arrays[f"{prefix}MultiHeadDotProductAttention_1/{name}/bias"] = b.reshape(heads, -1)
+        arrays[f"{prefix}MultiHeadDotProductAttention_1/out/kernel"] = block.attn.proj.weight.reshape(
+            dim, heads, -1
+        ).permute(1, 2, 0)
+        arrays[f"{prefix}MultiHeadDotProductAttention_1/out/bias"] = block.attn.proj.bias
+        for norm, timm_norm in (("LayerNorm_0", block.norm1), ("LayerNorm_2", block.norm2)):
+            arrays[f"{prefix}{norm}/scale"], arrays[f"{prefix}{norm}/bias"] = timm_norm.weight, timm_norm.bias
+        for r, fc in enumerate((block.mlp.fc1, block.mlp.fc2)):
+            arrays[f"{prefix}MlpBlock_3/Dense_{r}/kernel"] = fc.weight.T
+            arrays[f"{prefix}MlpBlock_3/Dense_{r}/bias"] = fc.bias
+    np.savez(path, **{name: t.detach().numpy() for name, t in arrays.items()})
+
+
+def test_load_npz_checkpoint(model, tmp_path):
+    export_npz(model, tmp_path / "vit.npz")
+    state = load_timm_checkpoint(tmp_path / "vit.npz", ARCH)
+    for name, tensor in model.state_dict().items():
+        if not name.startswith(("head.", "pos_embed")):  # pos_embed: resampled to the arch's 224 grid
+            torch.testing.assert_close(state[name], tensor, rtol=0, atol=0)
+
+
+def test_timm_to_mmseg_refuses_what_mmseg_cannot_hold():
+    with pytest.raises(ValueError, match="norm_pre.weight"):
+        timm_to_mmseg({"cls_token": torch.zeros(1), "norm_pre.weight": torch.zeros(1)})
+
+
+BAD_INPUTS = [
+    # stage, input file, architecture, key, expected message
+    ("encrypt", "vit.safetensors", "vit_no_such_model", "key", "unknown architecture"),
+    ("encrypt", "vit.safetensors", "resnet18", "key", "not a timm VisionTransformer"),
+    ("encrypt", "nope.pth", ARCH, "key", "no such file"),
+    ("encrypt", "corrupt.safetensors", ARCH, "key", "not a readable checkpoint"),
+    ("encrypt", "missing.safetensors", ARCH, "key", "missing blocks.3.mlp.fc1.weight"),
+    ("encrypt", "vit.safetensors", "vit_small_patch16_224", "key", "has shape"),
+    ("encrypt", "vit.safetensors", ARCH, "key8", "the patch size must equal the block size"),
+    ("decrypt", "corrupt.pth", None, "key", "not a readable checkpoint"),
+    ("decrypt", "pickled.pth", None, "key", "refusing to unpickle"),
+    ("decrypt", "encrypted.safetensors", None, "other_key", "not with this key"),
+    ("decrypt", "vit.safetensors", None, "key", "expected one mmseg patch embedding"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(model, tmp_path_factory):
+    """The files of BAD_INPUTS, and the keys."""
+    directory = tmp_path_factory.mktemp("inputs")
+    state = model.state_dict()
+    save_file(state, directory / "vit.safetensors")
+    missing = {name: t for name, t in state.items() if name != "blocks.3.mlp.fc1.weight"}
+    save_file(missing, directory / "missing.safetensors")
+    (directory / "corrupt.safetensors").write_bytes(b"not a checkpoint")
+    (directory / "corrupt.pth").write_bytes(b"not a checkpoint either")
+    # Like an mmengine training checkpoint, whose logs hold numpy arrays and other objects.
+    torch.save({"state_dict": state, "meta": {"log": np.zeros(3)}}, directory / "pickled.pth")
+    keys = {"key": generate(16), "other_key": generate(16), "key8": generate(8)}
+    encrypt_checkpoint(directory / "vit.safetensors", ARCH, keys["key"], directory / "encrypted.safetensors")
+    return directory, keys
+
+
+@pytest.mark.parametrize("stage, name, arch, key_name, message", BAD_INPUTS)
+def test_bad_input_raises_pipeline_error_naming_the_file(
+    bad_inputs, tmp_path, stage, name, arch, key_name, message
+):
+    directory, keys = bad_inputs
+    source, out = directory / name, tmp_path / "out.safetensors"
+    with pytest.raises(PipelineError, match=message) as error:
+        if stage == "encrypt":
+            encrypt_checkpoint(source, arch, keys[key_name], out)
+        else:
+            decrypt_checkpoint(source, keys[key_name], out)
+    assert str(error.value).startswith(f"{source}: ")
+    assert list(tmp_path.iterdir()) == []  # no output, no temporary
+
+
+def test_failed_write_leaves_no_partial_file(checkpoint, monkeypatch, tmp_path):
+    def save_half_then_fail(tensors, filename, metadata):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(weights, "save_file", save_half_then_fail)
+    out = tmp_path / "backbone.safetensors"
+    with pytest.raises(PipelineError, match=re.escape(f"{out}: cannot write")):
+        encrypt_checkpoint(checkpoint, ARCH, generate(16), out)
+    assert list(tmp_path.iterdir()) == []

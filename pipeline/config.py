@@ -31,6 +31,7 @@ class Options:
     bundle: str = "data/bundle"
     checkpoint: str | None = None
     out: str | None = None
+    query: list[str] | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     scheduler: str | None = None
     on_error: str = "fail"

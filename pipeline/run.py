@@ -58,6 +58,19 @@ def stage_decrypt_weights(o: Options) -> None:
     log.info("wrote the decrypted checkpoint to %s", out)
 
 
+def stage_encrypt_query(o: Options) -> None:
+    """User side: encrypt query images (--query) with the key for the cloud (--out)."""
+    from pipeline import keys, query
+
+    if not o.query:
+        raise PipelineError("--stage encrypt-query needs --query IMAGE [IMAGE ...]")
+    for path in o.query:
+        _require(path, "a query image (--query)")
+    out = o.out or "data/cloud/queries"
+    written = query.encrypt_queries(o.query, keys.load(o.key), out)
+    log.info("wrote %d encrypted queries to %s", len(written), out)
+
+
 def stage_all(o: Options) -> None:
     """Run the owner's whole job on the defaults: sample and key when missing, then every stage."""
     if not Path(o.raw).exists():
@@ -86,7 +99,7 @@ STAGES: dict[str, Callable[[Options], None]] = {
     "decrypt-weights": stage_decrypt_weights,
     "publish": _not_implemented("publish"),
     "verify": _not_implemented("verify"),
-    "encrypt-query": _not_implemented("encrypt-query"),
+    "encrypt-query": stage_encrypt_query,
     "audit": _not_implemented("audit"),
     "all": stage_all,
 }
@@ -128,7 +141,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--encrypted-weights", metavar="PATH", help="the encrypted checkpoint written for the cloud")
     p.add_argument("--bundle", metavar="PATH|URL", help="the published bundle")
     p.add_argument("--checkpoint", metavar="PATH", help="a fine-tuned encrypted checkpoint (decrypt-weights)")
-    p.add_argument("--out", metavar="PATH", help="output of the decrypting stages")
+    p.add_argument("--query", nargs="+", metavar="IMAGE", help="encrypt-query: the user's images")
+    p.add_argument("--out", metavar="PATH", help="output of decrypt, decrypt-weights and encrypt-query")
     p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: all cores)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, tcp://host:port")
     p.add_argument("--on-error", choices=("fail", "skip"), help="bad input files: stop, or skip and record")

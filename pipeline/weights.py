@@ -6,14 +6,23 @@ block of an HWC RGB image flattened in (row, column, channel) order, index k = (
 the conv weight (D, 3, P, P) enters that order as (D, P, P, 3) flattened.
 
 The encrypted image is v'[k] = a_k v[perm[k]] + c_k (a = -1, c = 255 where the negative-positive
-flip is set, else a = 1, c = 0), and the cloud normalizes it per channel with mean M and std S
-(M[k], S[k] those of the channel of position k). With j = perm[k],
+flip is set, else a = 1, c = 0). The pretrained model expects images normalized with its own
+per-channel mean M0 and std S0; the cloud normalizes encrypted images with M and S (M[k], S[k] those
+of the channel of position k). With j = perm[k],
 
-    E'[:, k] = E[:, j] * a_k * S[k] / S[j]
-    b'       = b + sum_k E[:, j] * (a_k * (M[k] - c_k) - M[j]) / S[j]
+    E'[:, k] = E[:, j] * a_k * S[k] / S0[j]
+    b'       = b + sum_k E[:, j] * (a_k * (M[k] - c_k) - M0[j]) / S0[j]
 
 gives E' u' + b' = E u + b for every block: the encrypted model on normalized encrypted images
 computes exactly what the plain model computes on normalized plain images.
+
+The cloud's normalization is uniform: one mean and one std for all three channels (the pretrained
+model's own when it is uniform already, as for timm's augreg ViTs, else the average). Then the fold
+is a pure permutation of E's columns (plus a sign per flipped position): an orthogonal
+reparametrization, to which SGD and AdamW are equivariant. Training the encrypted model on
+encrypted images then follows exactly the trajectory of training the plain model, normalized the
+same way, on plain images. Per-channel scales would make it a non-orthogonal one, and the two
+trajectories would drift apart from the first update on.
 
 The owner side never imports mmseg: weights are renamed to mmseg's VisionTransformer layout here.
 """
@@ -25,7 +34,7 @@ import json
 import os
 import pickle
 import re
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +46,24 @@ from safetensors.torch import save_file
 from pipeline.errors import PipelineError
 from pipeline.keys import Key
 
-# mmseg's SegDataPreProcessor defaults: RGB order, 0-255 scale.
-NORM_MEAN = (123.675, 116.28, 103.53)
-NORM_STD = (58.395, 57.12, 57.375)
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel mean and std of RGB images on the 0-255 scale."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def uniform(self) -> Normalization:
+        """One mean and one std for all channels: the cloud's normalization (see the module docstring)."""
+        return Normalization((float(np.mean(self.mean)),) * 3, (float(np.mean(self.std)),) * 3)
+
+
+def pretrained_normalization(arch: str) -> Normalization:
+    """The normalization ``arch`` was pretrained with, from timm's pretrained config (offline)."""
+    config = timm.get_pretrained_cfg(arch)
+    return Normalization(tuple(255.0 * m for m in config.mean), tuple(255.0 * s for s in config.std))
+
 
 FORMAT = "cipherseg-checkpoint"
 FORMAT_VERSION = "1"
@@ -118,67 +142,71 @@ def timm_to_mmseg(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def encrypt_patch_embedding(
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    key: Key,
-    mean: Sequence[float] = NORM_MEAN,
-    std: Sequence[float] = NORM_STD,
+    weight: torch.Tensor, bias: torch.Tensor, key: Key | None, source: Normalization, target: Normalization
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The patch embedding (conv weight (D, 3, P, P), bias (D,)) that reads images encrypted with ``key``."""
+    """The patch embedding (conv weight (D, 3, P, P), bias (D,)) for images encrypted with ``key``.
+
+    The original reads images normalized with ``source``; the result reads encrypted images
+    normalized with ``target``. ``key=None`` only changes the normalization.
+    """
     vectors = _block_vectors(weight, key)
-    perm, a, c, m, s = _fold_terms(key, mean, std)
-    source = vectors[:, perm] / s[perm]  # column k: E[:, j] / S[j], j = perm[k]
-    folded_bias = bias.double() + source @ (a * (m - c) - m[perm])
-    return _conv_weight(source * (a * s), weight), folded_bias.to(bias.dtype)
+    perm, a, c, m0, s0, m, s = _fold_terms(weight.shape[-1], key, source, target)
+    columns = vectors[:, perm] / s0[perm]  # column k: E[:, j] / S0[j], j = perm[k]
+    folded_bias = bias.double() + columns @ (a * (m - c) - m0[perm])
+    return _conv_weight(columns * (a * s), weight), folded_bias.to(bias.dtype)
 
 
 def decrypt_patch_embedding(
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    key: Key,
-    mean: Sequence[float] = NORM_MEAN,
-    std: Sequence[float] = NORM_STD,
+    weight: torch.Tensor, bias: torch.Tensor, key: Key | None, source: Normalization, target: Normalization
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`encrypt_patch_embedding`: the patch embedding for plain images."""
+    """Inverse of :func:`encrypt_patch_embedding`: the patch embedding for plain ``source``-normalized images."""
     vectors = _block_vectors(weight, key)
-    perm, a, c, m, s = _fold_terms(key, mean, std)
-    source = vectors * a / s  # a = +-1 is its own inverse
-    plain = torch.empty_like(source)
-    plain[:, perm] = source * s[perm]
-    plain_bias = bias.double() - source @ (a * (m - c) - m[perm])
+    perm, a, c, m0, s0, m, s = _fold_terms(weight.shape[-1], key, source, target)
+    columns = vectors * a / s  # a = +-1 is its own inverse
+    plain = torch.empty_like(columns)
+    plain[:, perm] = columns * s0[perm]
+    plain_bias = bias.double() - columns @ (a * (m - c) - m0[perm])
     return _conv_weight(plain, weight), plain_bias.to(bias.dtype)
 
 
-def encrypt_checkpoint(source: str | Path, arch: str, key: Key, out: str | Path) -> Path:
-    """Encrypt a timm ViT checkpoint for ``key`` into an mmseg-layout safetensors file at ``out``."""
+def encrypt_checkpoint(source: str | Path, arch: str, key: Key | None, out: str | Path) -> Path:
+    """Encrypt a timm ViT checkpoint for ``key`` into an mmseg-layout safetensors file at ``out``.
+
+    ``key=None`` writes the plain model the same way (the baselines need it). The metadata records
+    the normalization the cloud must use and the one the source was pretrained with.
+    """
     source, out = Path(source), Path(out)
     state = load_timm_checkpoint(source, arch)
+    pretrained = pretrained_normalization(arch)
+    cloud = pretrained.uniform()
     try:
         state = timm_to_mmseg(state)
-        weight, bias = encrypt_patch_embedding(state[PATCH_WEIGHT], state[PATCH_BIAS], key)
+        weight, bias = encrypt_patch_embedding(state[PATCH_WEIGHT], state[PATCH_BIAS], key, pretrained, cloud)
     except ValueError as error:
         raise PipelineError(f"{source}: {error}") from None
     state[PATCH_WEIGHT], state[PATCH_BIAS] = weight, bias
     metadata = {
-        **_metadata(key, NORM_MEAN, NORM_STD),
+        **_metadata(key, cloud, pretrained),
         "layout": LAYOUT,
         "source_arch": arch,
         "source_sha256": _sha256(source),
-        "encrypted": "true",
     }
     _write_atomically(state, metadata, out)
     return out
 
 
-def decrypt_checkpoint(source: str | Path, key: Key, out: str | Path) -> Path:
+def decrypt_checkpoint(source: str | Path, key: Key, out: str | Path, reference: str | Path | None = None) -> Path:
     """Undo the fold on an encrypted (fine-tuned) mmseg checkpoint: the result reads plain images.
 
     Accepts our safetensors files and weights-only .pth files, with the weights optionally nested
     under ``state_dict`` and prefixed (``backbone.`` in a whole segmentor); every other weight is
-    copied unchanged.
+    copied unchanged. A file without our metadata (a .pth) is decrypted with the metadata of
+    ``reference``, the encrypted checkpoint it was fine-tuned from.
     """
     source, out = Path(source), Path(out)
     state, metadata = _read_weights(source)
+    if not metadata and reference is not None:
+        metadata = _read_weights(Path(reference))[1]
     if metadata.get("key_id", key.key_id) != key.key_id:
         raise PipelineError(
             f"{source}: encrypted with key {metadata['key_id']}, not with this key ({key.key_id})"
@@ -195,26 +223,29 @@ def decrypt_checkpoint(source: str | Path, key: Key, out: str | Path) -> Path:
     if bias_name not in state:
         raise PipelineError(f"{source}: no {bias_name}: the backbone must be built with patch_bias=True")
     try:
-        # The fold must be undone with the normalization it was made for.
-        mean = json.loads(metadata["norm_mean"]) if "norm_mean" in metadata else NORM_MEAN
-        std = json.loads(metadata["norm_std"]) if "norm_std" in metadata else NORM_STD
-        weight, bias = decrypt_patch_embedding(state[weight_name], state[bias_name], key, mean, std)
+        # The fold must be undone with the normalizations it was made for.
+        cloud, pretrained = (
+            Normalization(*(tuple(json.loads(metadata[f"{prefix}_{stat}"])) for stat in ("mean", "std")))
+            for prefix in ("norm", "source_norm")
+        )
+        weight, bias = decrypt_patch_embedding(state[weight_name], state[bias_name], key, pretrained, cloud)
+    except KeyError as error:
+        raise PipelineError(f"{source}: the metadata lacks {error}, needed to undo the fold") from None
     except ValueError as error:  # json.JSONDecodeError is one
         raise PipelineError(f"{source}: {error}") from None
     state[weight_name], state[bias_name] = weight, bias
     metadata = {
-        **metadata,  # keeps what the source says about itself (layout, source_arch)
-        **_metadata(key, mean, std),
+        **{name: metadata[name] for name in ("layout", "source_arch") if name in metadata},
+        **_metadata(None, pretrained, pretrained),
         "source_sha256": _sha256(source),
-        "encrypted": "false",
     }
     _write_atomically(state, metadata, out)
     return out
 
 
-def _block_vectors(weight: torch.Tensor, key: Key) -> torch.Tensor:
+def _block_vectors(weight: torch.Tensor, key: Key | None) -> torch.Tensor:
     """Conv weight (D, 3, P, P) as (D, 3P²) float64, columns in canonical block-vector order."""
-    p = key.block_size
+    p = key.block_size if key else weight.shape[-1]
     if weight.shape[1:] != (3, p, p):
         raise ValueError(
             f"patch embedding of shape {tuple(weight.shape)} does not fit the key's {p}x{p} RGB blocks "
@@ -229,24 +260,30 @@ def _conv_weight(vectors: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return vectors.reshape(d, p, p, 3).permute(0, 3, 1, 2).to(like.dtype).contiguous()
 
 
-def _fold_terms(key: Key, mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, ...]:
-    """perm, and a, c, M, S (float64) for every block-vector position, as in the module docstring."""
-    channel = np.arange(3 * key.block_size**2) % 3
-    flip = key.flip if key.flip is not None else np.zeros(channel.size, dtype=bool)
+def _fold_terms(
+    p: int, key: Key | None, source: Normalization, target: Normalization
+) -> tuple[torch.Tensor, ...]:
+    """perm, and a, c, M0, S0, M, S (float64) for every block-vector position (module docstring)."""
+    channel = np.arange(3 * p * p) % 3
+    perm = key.permutation if key else np.arange(channel.size)
+    flip = key.flip if key and key.flip is not None else np.zeros(channel.size, dtype=bool)
     a, c = np.where(flip, -1.0, 1.0), np.where(flip, 255.0, 0.0)
-    m, s = np.asarray(mean, dtype=np.float64)[channel], np.asarray(std, dtype=np.float64)[channel]
-    return tuple(torch.from_numpy(t) for t in (key.permutation, a, c, m, s))
+    per_position = [np.asarray(v, dtype=np.float64)[channel] for v in (source.mean, source.std, target.mean, target.std)]
+    return tuple(torch.from_numpy(t) for t in (perm, a, c, *per_position))
 
 
-def _metadata(key: Key, mean: Sequence[float], std: Sequence[float]) -> dict[str, str]:
+def _metadata(key: Key | None, cloud: Normalization, pretrained: Normalization) -> dict[str, str]:
+    """Safetensors metadata (strings only): the cipher, and the normalizations of the cloud and the source."""
+    cipher = {"key_id": key.key_id, "block_size": str(key.block_size), "negative_positive": json.dumps(key.negative_positive)} if key else {}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "key_id": key.key_id,
-        "block_size": str(key.block_size),
-        "negative_positive": json.dumps(key.negative_positive),
-        "norm_mean": json.dumps(list(mean)),
-        "norm_std": json.dumps(list(std)),
+        "encrypted": json.dumps(key is not None),
+        **cipher,
+        "norm_mean": json.dumps(list(cloud.mean)),
+        "norm_std": json.dumps(list(cloud.std)),
+        "source_norm_mean": json.dumps(list(pretrained.mean)),
+        "source_norm_std": json.dumps(list(pretrained.std)),
         "channel_order": "RGB",
     }
 

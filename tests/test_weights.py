@@ -16,17 +16,19 @@ from pipeline.cipher import BlockCipher
 from pipeline.errors import PipelineError
 from pipeline.keys import generate
 from pipeline.weights import (
-    NORM_MEAN,
-    NORM_STD,
+    Normalization,
     decrypt_checkpoint,
     encrypt_checkpoint,
     encrypt_patch_embedding,
     load_timm_checkpoint,
+    pretrained_normalization,
     timm_to_mmseg,
 )
 
 ARCH = "vit_tiny_patch16_224"
 OUT_INDICES = (2, 5, 8, 11)
+PRETRAINED = pretrained_normalization(ARCH)  # timm's augreg ViTs: 127.5 / 127.5 for every channel
+IMAGENET = Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))  # a per-channel one
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +60,16 @@ def checkpoint(model, tmp_path_factory):
     return path
 
 
-def normalize(images, mean=NORM_MEAN, std=NORM_STD):
+def normalize(images, norm):
     """The cloud's preprocessing: per-channel normalization of uint8 NHWC images, to NCHW float32."""
-    normalized = (images.astype(np.float64) - mean) / std
+    normalized = (images.astype(np.float64) - norm.mean) / norm.std
     return torch.from_numpy(normalized.astype(np.float32)).permute(0, 3, 1, 2)
+
+
+def test_pretrained_normalization_of_the_papers_models_is_uniform():
+    for arch in ("vit_base_patch16_384", "vit_large_patch16_384"):
+        assert pretrained_normalization(arch) == Normalization((127.5,) * 3, (127.5,) * 3)
+    assert IMAGENET.uniform().mean == (float(np.mean(IMAGENET.mean)),) * 3
 
 
 def relative_difference(output, reference):
@@ -69,19 +77,52 @@ def relative_difference(output, reference):
 
 
 @torch.no_grad()
-def test_encrypted_timm_model_on_encrypted_images_equals_plain(model, images, key):
+@pytest.mark.parametrize("pretrained", [PRETRAINED, IMAGENET], ids=["uniform", "per-channel"])
+def test_encrypted_timm_model_on_encrypted_images_equals_plain(model, images, key, pretrained):
+    cloud = pretrained.uniform()
     encrypted_model = copy.deepcopy(model)
     proj = encrypted_model.patch_embed.proj
-    proj.weight.data, proj.bias.data = encrypt_patch_embedding(proj.weight.data, proj.bias.data, key)
+    proj.weight.data, proj.bias.data = encrypt_patch_embedding(proj.weight.data, proj.bias.data, key, pretrained, cloud)
     encrypted = BlockCipher(key).encrypt(images)
 
-    plain = model.forward_features(normalize(images))
-    assert relative_difference(encrypted_model.forward_features(normalize(encrypted)), plain) < 1e-4
+    plain = model.forward_features(normalize(images, pretrained))
+    assert relative_difference(encrypted_model.forward_features(normalize(encrypted, cloud)), plain) < 1e-4
     # The check can fail: the plain model cannot read encrypted images, and swapping the channel
     # order (BGR instead of the RGB the images were encrypted in) breaks the fold.
-    assert relative_difference(model.forward_features(normalize(encrypted)), plain) > 0.1
-    bgr = normalize(encrypted[..., ::-1], NORM_MEAN[::-1], NORM_STD[::-1])
+    assert relative_difference(model.forward_features(normalize(encrypted, cloud)), plain) > 0.1
+    bgr = normalize(encrypted[..., ::-1], cloud)
     assert relative_difference(encrypted_model.forward_features(bgr), plain) > 0.1
+
+
+def sgd_trajectory(weight, bias, inputs, targets, steps=5):
+    """Patch-embedding parameters after SGD with momentum on a squared error, from (weight, bias)."""
+    weight, bias = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+    optimizer = torch.optim.SGD([weight, bias], lr=0.05, momentum=0.9)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = (torch.nn.functional.conv2d(inputs, weight, bias, stride=16) - targets).square().mean()
+        loss.backward()
+        optimizer.step()
+    return weight.detach(), bias.detach()
+
+
+@pytest.mark.parametrize("cloud", [PRETRAINED, IMAGENET], ids=["uniform", "per-channel"])
+def test_training_the_encrypted_embedding_follows_the_plain_trajectory(model, images, cloud):
+    """With a uniform cloud normalization the fold is a signed permutation, to which SGD is equivariant."""
+    key = generate(16)
+    weight, bias = model.patch_embed.proj.weight.detach(), model.patch_embed.proj.bias.detach()
+    targets = torch.randn(2, weight.shape[0], 4, 4, generator=torch.Generator().manual_seed(0))
+    # Both runs start from the pretrained model re-expressed for the cloud's normalization.
+    plain_start = encrypt_patch_embedding(weight, bias, None, PRETRAINED, cloud)
+    encrypted_start = encrypt_patch_embedding(weight, bias, key, PRETRAINED, cloud)
+    plain_end = sgd_trajectory(*plain_start, normalize(images, cloud), targets)
+    encrypted_end = sgd_trajectory(*encrypted_start, normalize(BlockCipher(key).encrypt(images), cloud), targets)
+    expected = encrypt_patch_embedding(*plain_end, key, cloud, cloud)
+    difference = max(relative_difference(e, x) for e, x in zip(encrypted_end, expected))
+    if cloud == PRETRAINED:
+        assert difference < 1e-5
+    else:  # per-channel scales make the fold non-orthogonal: the trajectories drift apart
+        assert difference > 1e-3
 
 
 def mmseg_vit(final_norm=False):
@@ -118,10 +159,11 @@ def test_encrypted_mmseg_backbone_on_encrypted_images_equals_plain(model, images
     encrypted_vit.load_state_dict(encrypted_state, strict=True)
 
     encrypted = BlockCipher(key).encrypt(images)
-    plain_outputs = plain_vit(normalize(images))
-    timm_outputs = model.forward_intermediates(normalize(images), OUT_INDICES, intermediates_only=True)
+    cloud = PRETRAINED.uniform()
+    plain_outputs = plain_vit(normalize(images, PRETRAINED))
+    timm_outputs = model.forward_intermediates(normalize(images, PRETRAINED), OUT_INDICES, intermediates_only=True)
     for plain, reference, encrypted_output, plain_on_encrypted in zip(
-        plain_outputs, timm_outputs, encrypted_vit(normalize(encrypted)), plain_vit(normalize(encrypted))
+        plain_outputs, timm_outputs, encrypted_vit(normalize(encrypted, cloud)), plain_vit(normalize(encrypted, cloud))
     ):
         assert relative_difference(plain, reference) < 1e-4  # the renaming is right
         assert relative_difference(encrypted_output, plain) < 1e-4
@@ -135,8 +177,9 @@ def test_checkpoint_metadata(checkpoint, key, tmp_path):
     assert metadata["format"] == "cipherseg-checkpoint" and metadata["format_version"] == "1"
     assert metadata["key_id"] == key.key_id and metadata["block_size"] == "16"
     assert metadata["negative_positive"] == json.dumps(key.negative_positive)
-    assert json.loads(metadata["norm_mean"]) == list(NORM_MEAN)
-    assert json.loads(metadata["norm_std"]) == list(NORM_STD)
+    assert json.loads(metadata["norm_mean"]) == list(PRETRAINED.uniform().mean)
+    assert json.loads(metadata["norm_std"]) == list(PRETRAINED.uniform().std)
+    assert json.loads(metadata["source_norm_mean"]) == list(PRETRAINED.mean)
     assert metadata["channel_order"] == "RGB" and metadata["layout"] == "mmseg.VisionTransformer"
     assert metadata["source_arch"] == ARCH and metadata["encrypted"] == "true"
     assert metadata["source_sha256"] == weights._sha256(checkpoint)
@@ -156,17 +199,31 @@ def test_decrypt_round_trip(model, checkpoint, key, tmp_path):
     decrypted = decrypt_checkpoint(encrypted, key, tmp_path / "plain.safetensors")
     assert_round_trip(load_file(decrypted), timm_to_mmseg(model.state_dict()))
     with safe_open(decrypted, framework="pt") as f:
-        assert f.metadata()["encrypted"] == "false" and f.metadata()["key_id"] == key.key_id
+        metadata = f.metadata()
+    assert metadata["encrypted"] == "false" and "key_id" not in metadata
+    assert metadata["norm_mean"] == metadata["source_norm_mean"]
+
+
+def test_plain_conversion_keeps_the_model(model, checkpoint, tmp_path):
+    out = encrypt_checkpoint(checkpoint, ARCH, None, tmp_path / "plain.safetensors")
+    assert_round_trip(load_file(out), timm_to_mmseg(model.state_dict()))
+    with safe_open(out, framework="pt") as f:
+        assert f.metadata()["encrypted"] == "false" and "key_id" not in f.metadata()
 
 
 def test_decrypt_mmengine_segmentor_checkpoint(model, checkpoint, key, tmp_path):
     """A fine-tuned segmentor saved as mmengine does: weights under state_dict, backbone prefixed."""
-    encrypted = load_file(encrypt_checkpoint(checkpoint, ARCH, key, tmp_path / "backbone.safetensors"))
+    encrypted_path = encrypt_checkpoint(checkpoint, ARCH, key, tmp_path / "backbone.safetensors")
+    encrypted = load_file(encrypted_path)
     head = {"decode_head.conv_seg.weight": torch.randn(19, 192, 1, 1)}
     segmentor = {**{f"backbone.{name}": t for name, t in encrypted.items()}, **head}
     torch.save({"meta": {"iter": 10}, "state_dict": segmentor}, tmp_path / "iter_10.pth")
 
-    decrypted = load_file(decrypt_checkpoint(tmp_path / "iter_10.pth", key, tmp_path / "plain.safetensors"))
+    with pytest.raises(PipelineError, match="lacks 'norm_mean'"):  # nothing says how it was folded
+        decrypt_checkpoint(tmp_path / "iter_10.pth", key, tmp_path / "plain.safetensors")
+    decrypted = load_file(
+        decrypt_checkpoint(tmp_path / "iter_10.pth", key, tmp_path / "plain.safetensors", reference=encrypted_path)
+    )
     expected = {**{f"backbone.{name}": t for name, t in timm_to_mmseg(model.state_dict()).items()}, **head}
     assert_round_trip(decrypted, expected)
 

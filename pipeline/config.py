@@ -35,6 +35,9 @@ class Options:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     scheduler: str | None = None
     on_error: str = "fail"
+    shard_size: int = 8
+    plain: bool = False
+    names: str | None = None
     block_size: int = 16
     negative_positive: bool = False
     seed: int = 0

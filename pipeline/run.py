@@ -38,12 +38,47 @@ def stage_keygen(o: Options) -> None:
     log.info("wrote a new key to %s (key id %s)", key, keys.load(key).key_id)
 
 
+def stage_encrypt(o: Options) -> None:
+    """Encrypt the raw Cityscapes tree into the dataset store (Dask; resumes an interrupted run)."""
+    from pipeline import dataset, keys
+
+    summary = dataset.encrypt_dataset(
+        o.raw,
+        o.store,
+        None if o.plain else keys.load(o.key),
+        workers=o.workers,
+        scheduler=o.scheduler,
+        on_error=o.on_error,
+        shard_size=o.shard_size,
+        storage_options=o.storage_options,
+    )
+    log.info(
+        "%s: %s (%d shards written, %d already done, %d images skipped)",
+        summary.store, ", ".join(f"{n} {split}" for split, n in summary.samples.items()),
+        summary.shards_written, summary.shards_reused, len(summary.skipped),
+    )
+    for entry in summary.skipped:
+        log.warning("skipped %s: %s", entry["file"], entry["reason"])
+
+
+def stage_decrypt(o: Options) -> None:
+    """Decrypt samples of the dataset store back to PNGs under --out (--names: some of them)."""
+    from pipeline import dataset, keys
+
+    if not o.out:
+        raise PipelineError("--stage decrypt needs --out (a folder for the decrypted PNGs)")
+    names = [name for name in o.names.split(",") if name] if o.names else None
+    paths = dataset.decrypt_samples(o.store, keys.load(o.key), o.out, names=names, storage_options=o.storage_options)
+    log.info("wrote %d decrypted images under %s", len(paths), o.out)
+
+
 def stage_encrypt_weights(o: Options) -> None:
     """Encrypt the patch embedding of a timm ViT checkpoint into an mmseg safetensors file."""
     from pipeline import keys, weights
 
     _require(o.weights_path, "the source checkpoint (--weights); run --stage sample for a stand-in")
-    out = weights.encrypt_checkpoint(o.weights_path, o.arch, keys.load(o.key), o.encrypted_weights)
+    key = None if o.plain else keys.load(o.key)
+    out = weights.encrypt_checkpoint(o.weights_path, o.arch, key, o.encrypted_weights)
     log.info("wrote the encrypted checkpoint to %s", out)
 
 
@@ -54,7 +89,8 @@ def stage_decrypt_weights(o: Options) -> None:
     if not o.checkpoint or not o.out:
         raise PipelineError("--stage decrypt-weights needs --checkpoint (encrypted) and --out (plain)")
     _require(o.checkpoint, "the encrypted checkpoint (--checkpoint)")
-    out = weights.decrypt_checkpoint(o.checkpoint, keys.load(o.key), o.out)
+    reference = o.encrypted_weights if Path(o.encrypted_weights).exists() else None
+    out = weights.decrypt_checkpoint(o.checkpoint, keys.load(o.key), o.out, reference)
     log.info("wrote the decrypted checkpoint to %s", out)
 
 
@@ -71,8 +107,34 @@ def stage_encrypt_query(o: Options) -> None:
     log.info("wrote %d encrypted queries to %s", len(written), out)
 
 
+def stage_publish(o: Options) -> None:
+    """Publish the encrypted store and checkpoint as the cloud's bundle, then scan it for the key."""
+    from pipeline import bundle, keys
+
+    summary = bundle.publish(o.store, o.encrypted_weights, o.bundle, storage_options=o.storage_options)
+    log.info(
+        "published %d objects to %s (%d copied, %d stale removed)",
+        summary["objects"], o.bundle, summary["copied"], summary["removed"],
+    )
+    bundle.verify(o.bundle, key=keys.load(o.key), storage_options=o.storage_options)
+    log.info("verified %s: every checksum matches and no object holds the key", o.bundle)
+
+
+def stage_verify(o: Options) -> None:
+    """Check a bundle's checksums and metadata (the cloud's first step; uses the key if present)."""
+    from pipeline import bundle, keys
+
+    key = keys.load(o.key) if Path(o.key).exists() else None
+    summary = bundle.verify(o.bundle, key=key, storage_options=o.storage_options)
+    log.info(
+        "verified %s: %d objects, key id %s, splits %s%s",
+        o.bundle, summary["objects"], summary["key_id"], summary["splits"],
+        ", no key material" if key else " (no key here: key scan skipped)",
+    )
+
+
 def stage_all(o: Options) -> None:
-    """Run the owner's whole job on the defaults: sample and key when missing, then every stage."""
+    """Sample and key when missing, then encrypt, encrypt-weights, publish (and verify)."""
     if not Path(o.raw).exists():
         stage_sample(o)
     if not Path(o.key).exists():
@@ -80,6 +142,11 @@ def stage_all(o: Options) -> None:
     for name in ALL:
         log.info("stage %s", name)
         STAGES[name](o)
+    print(
+        f"\nThe bundle is ready at {o.bundle}\n"
+        f"Give the cloud the bundle location only:  python -m training.train CONFIG --bundle {o.bundle}\n"
+        f"The key stays with the owner and the users: {o.key}"
+    )
 
 
 def _not_implemented(name: str) -> Callable[[Options], None]:
@@ -93,18 +160,18 @@ def _not_implemented(name: str) -> Callable[[Options], None]:
 STAGES: dict[str, Callable[[Options], None]] = {
     "sample": stage_sample,
     "keygen": stage_keygen,
-    "encrypt": _not_implemented("encrypt"),
-    "decrypt": _not_implemented("decrypt"),
+    "encrypt": stage_encrypt,
+    "decrypt": stage_decrypt,
     "encrypt-weights": stage_encrypt_weights,
     "decrypt-weights": stage_decrypt_weights,
-    "publish": _not_implemented("publish"),
-    "verify": _not_implemented("verify"),
+    "publish": stage_publish,
+    "verify": stage_verify,
     "encrypt-query": stage_encrypt_query,
     "audit": _not_implemented("audit"),
     "all": stage_all,
 }
 # What --stage all runs after creating the sample and key when they are missing.
-ALL = ("encrypt-weights",)
+ALL = ("encrypt", "encrypt-weights", "publish")
 
 
 def _require(path: str, what: str) -> None:
@@ -146,6 +213,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: all cores)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, tcp://host:port")
     p.add_argument("--on-error", choices=("fail", "skip"), help="bad input files: stop, or skip and record")
+    p.add_argument("--shard-size", type=int, metavar="N", help="encrypt: images per Zarr shard (one Dask task each)")
+    p.add_argument("--plain", action="store_true", default=None, help="encrypt, encrypt-weights: write without a key (the baseline)")
+    p.add_argument("--names", metavar="A,B,...", help="decrypt: the samples to export (default: all)")
     p.add_argument("--block-size", type=int, metavar="P", help="keygen: block size (the ViT patch size)")
     p.add_argument("--negative-positive", action="store_true", default=None, help="keygen: also invert key-chosen positions")
     p.add_argument("--seed", type=int, help="sample: random seed")

@@ -365,6 +365,17 @@ def test_verify_with_another_key_says_so(owner, published):
 # --- object storage -----------------------------------------------------------------------------
 
 
+def training_dataset(store: str, **kwargs):
+    """The cloud's training dataset over the store's train split, with its loading transforms."""
+    import training.datasets  # noqa: F401  (registers the dataset and its transforms)
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+
+    init_default_scope("mmseg")
+    pipeline = [dict(type="LoadZarrImage"), dict(type="LoadZarrAnnotations")]
+    return DATASETS.build(dict(type="ZarrSegDataset", store=store, split="train", pipeline=pipeline, **kwargs))
+
+
 def test_publish_and_verify_on_s3(owner, s3_bucket, s3_options):
     url = f"{s3_bucket}/bundle"
     summary = publish(owner.store, owner.checkpoint, url, storage_options=s3_options)
@@ -376,6 +387,15 @@ def test_publish_and_verify_on_s3(owner, s3_bucket, s3_options):
 
     assert verify(url, key=owner.key, storage_options=s3_options)["key_checked"]
     assert publish(owner.store, owner.checkpoint, url, storage_options=s3_options)["copied"] == 0
+
+    # The cloud's training data loader reads the same samples from object storage.
+    remote_data = training_dataset(f"{url}/{DATASET}", storage_options=s3_options)
+    local_data = training_dataset(f"{owner.store}")
+    for i in range(len(local_data)):
+        remote_sample, local_sample = remote_data[i], local_data[i]
+        assert remote_sample["img_path"] == local_sample["img_path"]
+        assert (remote_sample["img"] == local_sample["img"]).all()
+        assert (remote_sample["gt_seg_map"] == local_sample["gt_seg_map"]).all()
 
     shard = f"{url}/{DATASET}/{SHARD}"
     data = bytearray(fs.cat_file(shard))
@@ -400,15 +420,24 @@ def record(event, args):
         opened.append(os.path.realpath(os.fsdecode(args[0])))
 
 
-sys.addaudithook(record)  # before any import: everything the verification touches is recorded
+sys.addaudithook(record)  # before any import: everything verification and loading touch is recorded
 from pipeline.bundle import verify
 
 summary = verify(sys.argv[1])
-print(json.dumps({"opened": opened, "summary": summary}))
+
+import training.datasets  # the cloud's data loading: the training dataset and its loading transforms
+from mmengine.registry import init_default_scope
+from mmseg.registry import DATASETS
+
+init_default_scope("mmseg")
+pipeline = [dict(type="LoadZarrImage"), dict(type="LoadZarrAnnotations")]
+data = DATASETS.build(dict(type="ZarrSegDataset", store=sys.argv[1] + "/dataset.zarr", split="train", pipeline=pipeline))
+loaded = [list(data[i]["gt_seg_map"].shape) for i in range(len(data))]
+print(json.dumps({"opened": opened, "summary": summary, "loaded": loaded}))
 """
 
 
-def test_the_cloud_verifies_with_the_bundle_alone(owner, tmp_path, tmp_path_factory):
+def test_the_cloud_verifies_and_loads_data_with_the_bundle_alone(owner, tmp_path, tmp_path_factory):
     raw, private, path = tmp_path / "raw", tmp_path / "owner", tmp_path / "bundle"
     shutil.copytree(owner.raw, raw)
     shutil.copytree(owner.private, private)
@@ -423,8 +452,9 @@ def test_the_cloud_verifies_with_the_bundle_alone(owner, tmp_path, tmp_path_fact
         text=True,
         check=True,
     )
-    report = json.loads(result.stdout)
+    report = json.loads(result.stdout.splitlines()[-1])
     assert report["summary"]["key_id"] == owner.key.key_id
+    assert report["loaded"] == [[32, 64]] * SPLITS["train"]
     root = tmp_path_factory.getbasetemp().resolve()  # this session's files, the owner's among them
     touched = [Path(p) for p in report["opened"] if Path(p).is_relative_to(root)]
     assert path.resolve() / BUNDLE_MANIFEST in touched

@@ -1,0 +1,163 @@
+"""Cloud-side building blocks: key-safe transforms, the dataset's refusal of unsafe ones, the checkpoint checks."""
+
+import json
+
+import training  # noqa: F401  (first: lets mmseg import on mmcv-lite)
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import zarr
+from mmengine.registry import init_default_scope
+from mmengine.runner import CheckpointLoader
+from mmseg.datasets.transforms import PackSegInputs, PhotoMetricDistortion, RandomCrop, RandomFlip, Resize
+from mmseg.registry import DATASETS
+
+from pipeline.cipher import BlockCipher
+from pipeline.dataset import TRAIN_IDS
+from pipeline.keys import generate
+from pipeline.weights import encrypt_checkpoint
+from training.checkpoint import CipherSegCheckHook, backbone_mismatches, read_header
+from training.transforms import BlockAlignedRandomCrop, KeySafePhotoMetricDistortion, key_unsafe_transforms
+
+
+pytest_plugins = ["training_fixtures"]
+
+
+@pytest.fixture(scope="module")
+def stores(owner):
+    return {kind: str(getattr(owner, kind) / "dataset.zarr") for kind in ("plain", "encrypted")}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(owner):
+    return {kind: str(getattr(owner, kind) / "backbone.safetensors") for kind in ("plain", "encrypted")}
+
+
+def augment(image: np.ndarray, label: np.ndarray, seed: int) -> np.ndarray:
+    np.random.seed(seed)
+    results = {"img": image, "gt_seg_map": label, "seg_fields": ["gt_seg_map"]}
+    for transform in (BlockAlignedRandomCrop(64, cat_max_ratio=0.75), KeySafePhotoMetricDistortion()):
+        results = transform(results)
+    return results["img"]
+
+
+def test_key_safe_augmentation_commutes_with_the_cipher_bit_for_bit(owner, stores):
+    split = zarr.open_group(stores["plain"], mode="r")["train"]
+    images, labels = split["images"][:], split["labels"][:]
+    cipher = BlockCipher(owner.key)
+    for seed in range(12):
+        image, label = images[seed % len(images)], labels[seed % len(labels)]
+        assert np.array_equal(augment(cipher.encrypt(image), label, seed), cipher.encrypt(augment(image, label, seed)))
+
+
+def test_the_crop_is_block_aligned_and_keeps_cat_max_ratio():
+    image = np.zeros((96, 128, 3), np.uint8)
+    label = np.zeros((96, 128), np.uint8)
+    label[:, 100:] = 1  # only crops reaching x >= 100 hold two classes
+    crop = BlockAlignedRandomCrop((48, 32), cat_max_ratio=0.99)
+    for seed in range(20):
+        np.random.seed(seed)
+        y0, y1, x0, x1 = crop.crop_bbox({"img": image, "gt_seg_map": label})
+        assert y0 % 16 == x0 % 16 == 0 and (y1 - y0, x1 - x0) == (48, 32)
+    with pytest.raises(ValueError, match="multiple of the block size"):
+        BlockAlignedRandomCrop(40)
+
+
+def test_unsafe_transforms_are_named():
+    transforms = [
+        BlockAlignedRandomCrop(64),
+        KeySafePhotoMetricDistortion(),
+        RandomCrop(64),
+        Resize(scale=(64, 64)),
+        RandomFlip(prob=0.5),
+        PhotoMetricDistortion(),
+        PackSegInputs(),
+    ]
+    assert key_unsafe_transforms(transforms, 16, False) == ["RandomCrop", "Resize", "RandomFlip", "PhotoMetricDistortion"]
+    # With negative-positive blocks (255 - x at key-chosen positions) brightness and contrast do not commute.
+    assert "KeySafePhotoMetricDistortion" in key_unsafe_transforms(transforms, 16, True)
+    assert key_unsafe_transforms([BlockAlignedRandomCrop(64, block_size=16)], 32, False) == ["BlockAlignedRandomCrop"]
+
+
+def dataset(store: str, split: str = "train", pipeline: tuple = ("LoadZarrImage", "LoadZarrAnnotations"), **kwargs):
+    import training.datasets  # noqa: F401  (registers the dataset)
+
+    init_default_scope("mmseg")
+    transforms = [dict(type=name, prob=0.5) if name == "RandomFlip" else dict(type=name) for name in pipeline]
+    return DATASETS.build(dict(type="ZarrSegDataset", store=store, split=split, pipeline=transforms, **kwargs))
+
+
+def test_the_dataset_refuses_unsafe_transforms_on_encrypted_data_only(owner, stores):
+    flip = ("LoadZarrImage", "RandomFlip")
+    with pytest.raises(ValueError, match="RandomFlip in the pipeline does not commute"):
+        dataset(stores["encrypted"], pipeline=flip)
+    assert len(dataset(stores["encrypted"], pipeline=flip, allow_key_unsafe_transforms=True)) == owner.counts["train"]
+    assert len(dataset(stores["plain"], pipeline=flip)) == owner.counts["train"]
+
+
+def test_the_dataset_reads_the_store(owner, stores):
+    sample = dataset(stores["plain"], split="val")[1]
+    image, = (owner.raw / "leftImg8bit" / "val").glob(f"*/{sample['img_path']}_leftImg8bit.png")
+    label, = (owner.raw / "gtFine" / "val").glob(f"*/{sample['img_path']}_gtFine_labelIds.png")
+    assert np.array_equal(sample["img"], cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB))
+    assert np.array_equal(sample["gt_seg_map"], TRAIN_IDS[cv2.imread(str(label), cv2.IMREAD_UNCHANGED)])
+    assert sample["img_shape"] == owner.size
+
+
+def test_the_safetensors_loader_reads_the_owners_checkpoint(owner, checkpoints):
+    state = CheckpointLoader.load_checkpoint(checkpoints["encrypted"], map_location="cpu")
+    metadata, shapes = read_header(checkpoints["encrypted"])
+    assert {name: tuple(t.shape) for name, t in state.items()} == shapes
+    assert metadata["encrypted"] == "true" and json.loads(metadata["norm_mean"]) == list(owner.cloud.mean)
+
+
+def test_backbone_mismatches_are_named():
+    expected = {"pos_embed": (1, 17, 8), "patch_embed.projection.weight": (8, 3, 16, 16), "cls_token": (1, 1, 8)}
+    found = {"pos_embed": (1, 197, 8), "patch_embed.projection.weight": (8, 3, 8, 8), "ln1.weight": (8,), "head.weight": (8,)}
+    assert backbone_mismatches(expected, found, final_norm=False) == [
+        "missing cls_token",
+        "unexpected head.weight",
+        "patch_embed.projection.weight has shape (8, 3, 8, 8), the model (8, 3, 16, 16)",
+    ]
+
+
+class Preprocessor(torch.nn.Module):
+    def __init__(self, mean, std, bgr_to_rgb=False):
+        super().__init__()
+        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+        self.channel_conversion = bgr_to_rgb
+
+
+@pytest.mark.parametrize(
+    "hook, store, checkpoint, preprocessor, message",
+    [
+        (dict(), "encrypted", "encrypted", {}, None),
+        (dict(data="plain", checkpoint="plain"), "plain", "plain", {}, None),
+        (dict(checkpoint="plain"), "encrypted", "plain", {}, None),
+        (dict(), "plain", "encrypted", {}, "expects encrypted data, the dataset store is plain"),
+        (dict(), "encrypted", "plain", {}, "expects a encrypted checkpoint"),
+        (dict(), "encrypted", "encrypted", {"bgr_to_rgb": True}, "swaps channels"),
+        (dict(), "encrypted", "encrypted", {"mean": [123.675, 116.28, 103.53]}, "was made for mean"),
+    ],
+)
+def test_the_check_hook_refuses_what_does_not_belong_together(owner, stores, checkpoints, hook, store, checkpoint, preprocessor, message):
+    from training.store import store_attrs
+
+    settings = {"mean": list(owner.cloud.mean), "std": list(owner.cloud.std), **preprocessor}
+    _, shapes = read_header(checkpoints[checkpoint])
+    backbone = {name: shape for name, shape in shapes.items() if not name.startswith("ln1.")}
+    problems = CipherSegCheckHook(**hook).problems(
+        store_attrs(stores[store]), checkpoints[checkpoint], backbone, False, Preprocessor(**settings)
+    )
+    assert problems == [] if message is None else any(message in problem for problem in problems), problems
+
+
+def test_the_check_hook_refuses_a_checkpoint_of_another_key(owner, stores, tmp_path):
+    from training.store import store_attrs
+
+    other = encrypt_checkpoint(owner.weights, owner.arch, generate(), tmp_path / "other.safetensors")
+    preprocessor = Preprocessor(list(owner.cloud.mean), list(owner.cloud.std))
+    problems = CipherSegCheckHook().problems(store_attrs(stores["encrypted"]), str(other), {}, False, preprocessor)
+    assert any("is encrypted for (key_id" in problem for problem in problems)

@@ -1,0 +1,51 @@
+"""The data owner's side for the training tests, made with the owner's own tools: a synthetic Cityscapes
+tree, a random-init ViT-Ti/16 (the tiny configs' backbone), and from them a plain and an encrypted bundle.
+
+Use it from a test module with ``pytest_plugins = ["training_fixtures"]``; the bundles are made once
+per test session. The training package itself never sees the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pipeline.dataset import encrypt_dataset
+from pipeline.keys import Key, generate
+from pipeline.sample import write_random_vit, write_sample
+from pipeline.weights import encrypt_checkpoint, pretrained_normalization
+
+ARCH = "vit_tiny_patch16_224"  # the tiny configs' backbone
+SIZE = (96, 128)  # (H, W): multiples of the 16-pixel block, larger than the tiny configs' 64x64 crops
+COUNTS = {"train": 4, "val": 2}
+CLOUD = pretrained_normalization(ARCH).uniform()  # what the owner's checkpoints tell the cloud to use
+
+
+def write_bundle(root: Path, raw: Path, weights: Path, key: Key | None) -> Path:
+    """An unpublished bundle (no manifest): the dataset store and checkpoint for ``key``, plain if None."""
+    encrypt_dataset(str(raw), str(root / "dataset.zarr"), key, workers=1)
+    encrypt_checkpoint(weights, ARCH, key, root / "backbone.safetensors")
+    return root
+
+
+@pytest.fixture(scope="session")
+def owner(tmp_path_factory) -> SimpleNamespace:
+    """The owner's key, raw data and timm checkpoint, the plain and encrypted bundles made from them, and
+    the settings they were made with (arch, size, counts, and the cloud normalization)."""
+    root = tmp_path_factory.mktemp("owner")
+    key, raw = generate(), root / "cityscapes"
+    write_sample(raw, counts=COUNTS, size=SIZE)
+    weights = write_random_vit(root / f"{ARCH}.safetensors", ARCH)
+    return SimpleNamespace(
+        arch=ARCH,
+        size=SIZE,
+        counts=COUNTS,
+        cloud=CLOUD,
+        key=key,
+        raw=raw,
+        weights=weights,
+        plain=write_bundle(root / "plain", raw, weights, None),
+        encrypted=write_bundle(root / "encrypted", raw, weights, key),
+    )

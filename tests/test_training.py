@@ -138,14 +138,22 @@ def test_train_resume_test_and_predict_on_a_published_bundle(owner, tmp_path, ca
     metrics = json.loads((work_dir / "metrics.json").read_text())
     assert {"aAcc", "mIoU", "mAcc"} <= metrics.keys() and len(metrics["per_class"]) == 19
 
-    image = zarr.open_group(bundle / "dataset.zarr", mode="r")["val/images"][0]
-    cv2.imwrite(str(tmp_path / "query.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    # Serving: the user encrypts a plain query with the key; the cloud, without it, segments the
+    # ciphertext exactly as it segments the same image from the bundle.
+    from pipeline.query import encrypt_queries, write_rgb
+
+    store = zarr.open_group(bundle / "dataset.zarr", mode="r")["val"]
+    name = store.attrs["names"][0]
+    plain, = (owner.raw / "leftImg8bit" / "val").glob(f"*/{name}_leftImg8bit.png")
+    query, = encrypt_queries([plain], owner.key, tmp_path / "sent")
+    stored = write_rgb(tmp_path / "stored" / "stored.png", store["images"][0])
     out = tmp_path / "predicted"
-    args = [config, str(work_dir / "iter_20.pth"), "--bundle", str(bundle), "--inputs", str(tmp_path / "query.png")]
+    args = [config, str(work_dir / "iter_20.pth"), "--bundle", str(bundle), "--inputs", str(query), str(stored)]
     assert predict.main([*args, "--out", str(out)]) == 0
-    labels = cv2.imread(str(out / "query_trainIds.png"), cv2.IMREAD_UNCHANGED)
+    labels = cv2.imread(str(out / f"{query.stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
     assert labels.shape == owner.size and labels.max() < 19
-    assert cv2.imread(str(out / "query_color.png")).shape == (*owner.size, 3)
+    assert np.array_equal(labels, cv2.imread(str(out / "stored_trainIds.png"), cv2.IMREAD_UNCHANGED))
+    assert cv2.imread(str(out / f"{query.stem}_color.png")).shape == (*owner.size, 3)
 
 
 @pytest.mark.parametrize("method, kind", [("proposed", "encrypted"), ("baseline", "plain")])

@@ -117,8 +117,7 @@ def _owner(stage: str) -> None:
 
 
 def _cloud(module: str, *args: str) -> None:
-    # In its own directory, where pipeline.run's default key path (data/owner/key.json) finds nothing:
-    # the cloud verifies without a key, as it has none.
+    # In its own directory: the cloud shares nothing with the owner's checkout but the bundle.
     _run(_path(_params()["cloud_dir"]), module, *args)
 
 

@@ -23,7 +23,7 @@ class Options:
     """Every option of ``python -m pipeline.run``; each has a default that works on the sample."""
 
     raw: str = "data/raw/cityscapes"
-    key: str = "data/owner/key.json"
+    key: str | None = None  # default: data/owner/key.json (see key_path); verify uses a key only if given
     store: str = "data/owner/dataset.zarr"
     arch: str = DEFAULT_ARCH
     weights: str | None = None  # default: data/raw/weights/<arch>.safetensors
@@ -38,12 +38,18 @@ class Options:
     shard_size: int = 8
     plain: bool = False
     names: str | None = None
+    audit_images: int = 8
     block_size: int = 16
     negative_positive: bool = False
     seed: int = 0
+    copies: int = 1
     sample_counts: str = "8,4,2"
     sample_size: str = "256x512"
     storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key_path(self) -> str:
+        return self.key or "data/owner/key.json"
 
     @property
     def weights_path(self) -> str:

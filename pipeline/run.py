@@ -30,11 +30,22 @@ def stage_sample(o: Options) -> None:
     log.info("wrote a random-init %s checkpoint to %s", o.arch, o.weights_path)
 
 
+def stage_augment(o: Options) -> None:
+    """Owner-side augmentation: --raw to --out with --copies flipped, rescaled copies of each training image."""
+    from pipeline import augment
+
+    if not o.out:
+        raise PipelineError("--stage augment needs --out (a folder for the augmented Cityscapes tree)")
+    _require(o.raw, "the Cityscapes tree to augment (--raw)")
+    written = augment.augment_tree(o.raw, o.out, copies=o.copies, seed=o.seed)
+    log.info("wrote %s with %d augmented training images; encrypt it with --raw %s", o.out, len(written), o.out)
+
+
 def stage_keygen(o: Options) -> None:
     """Create a new secret key file (mode 0600); never overwrites one."""
     from pipeline import keys
 
-    key = keys.save(keys.generate(o.block_size, o.negative_positive), o.key)
+    key = keys.save(keys.generate(o.block_size, o.negative_positive), o.key_path)
     log.info("wrote a new key to %s (key id %s)", key, keys.load(key).key_id)
 
 
@@ -45,7 +56,7 @@ def stage_encrypt(o: Options) -> None:
     summary = dataset.encrypt_dataset(
         o.raw,
         o.store,
-        None if o.plain else keys.load(o.key),
+        None if o.plain else keys.load(o.key_path),
         workers=o.workers,
         scheduler=o.scheduler,
         on_error=o.on_error,
@@ -68,7 +79,7 @@ def stage_decrypt(o: Options) -> None:
     if not o.out:
         raise PipelineError("--stage decrypt needs --out (a folder for the decrypted PNGs)")
     names = [name for name in o.names.split(",") if name] if o.names else None
-    paths = dataset.decrypt_samples(o.store, keys.load(o.key), o.out, names=names, storage_options=o.storage_options)
+    paths = dataset.decrypt_samples(o.store, keys.load(o.key_path), o.out, names=names, storage_options=o.storage_options)
     log.info("wrote %d decrypted images under %s", len(paths), o.out)
 
 
@@ -76,8 +87,16 @@ def stage_encrypt_weights(o: Options) -> None:
     """Encrypt the patch embedding of a timm ViT checkpoint into an mmseg safetensors file."""
     from pipeline import keys, weights
 
+    if o.checkpoint:  # conventional 1: a model fine-tuned on plain images, for encrypted ones
+        if not o.out:
+            raise PipelineError("--stage encrypt-weights --checkpoint (fine-tuned, plain) needs --out (encrypted)")
+        _require(o.checkpoint, "the fine-tuned plain checkpoint (--checkpoint)")
+        reference = o.encrypted_weights if Path(o.encrypted_weights).exists() else None
+        out = weights.encrypt_finetuned_checkpoint(o.checkpoint, keys.load(o.key_path), o.out, reference)
+        log.info("wrote the encrypted fine-tuned checkpoint to %s", out)
+        return
     _require(o.weights_path, "the source checkpoint (--weights); run --stage sample for a stand-in")
-    key = None if o.plain else keys.load(o.key)
+    key = None if o.plain else keys.load(o.key_path)
     out = weights.encrypt_checkpoint(o.weights_path, o.arch, key, o.encrypted_weights)
     log.info("wrote the encrypted checkpoint to %s", out)
 
@@ -90,7 +109,7 @@ def stage_decrypt_weights(o: Options) -> None:
         raise PipelineError("--stage decrypt-weights needs --checkpoint (encrypted) and --out (plain)")
     _require(o.checkpoint, "the encrypted checkpoint (--checkpoint)")
     reference = o.encrypted_weights if Path(o.encrypted_weights).exists() else None
-    out = weights.decrypt_checkpoint(o.checkpoint, keys.load(o.key), o.out, reference)
+    out = weights.decrypt_checkpoint(o.checkpoint, keys.load(o.key_path), o.out, reference)
     log.info("wrote the decrypted checkpoint to %s", out)
 
 
@@ -103,7 +122,7 @@ def stage_encrypt_query(o: Options) -> None:
     for path in o.query:
         _require(path, "a query image (--query)")
     out = o.out or "data/cloud/queries"
-    written = query.encrypt_queries(o.query, keys.load(o.key), out)
+    written = query.encrypt_queries(o.query, keys.load(o.key_path), out)
     log.info("wrote %d encrypted queries to %s", len(written), out)
 
 
@@ -116,28 +135,46 @@ def stage_publish(o: Options) -> None:
         "published %d objects to %s (%d copied, %d stale removed)",
         summary["objects"], o.bundle, summary["copied"], summary["removed"],
     )
-    bundle.verify(o.bundle, key=keys.load(o.key), storage_options=o.storage_options)
+    if o.plain:  # the baseline's bundle: made without a key, so there is none to check it against
+        bundle.verify(o.bundle, storage_options=o.storage_options)
+        log.info("verified %s: every checksum matches", o.bundle)
+        return
+    bundle.verify(o.bundle, key=keys.load(o.key_path), storage_options=o.storage_options)
     log.info("verified %s: every checksum matches and no object holds the key", o.bundle)
 
 
 def stage_verify(o: Options) -> None:
-    """Check a bundle's checksums and metadata (the cloud's first step; uses the key if present)."""
+    """Check a bundle's checksums and metadata (the cloud's first step); with --key, scan it for the key."""
     from pipeline import bundle, keys
 
-    key = keys.load(o.key) if Path(o.key).exists() else None
+    key = keys.load(o.key) if o.key else None  # only with --key: the cloud has none
     summary = bundle.verify(o.bundle, key=key, storage_options=o.storage_options)
     log.info(
         "verified %s: %d objects, key id %s, splits %s%s",
         o.bundle, summary["objects"], summary["key_id"], summary["splits"],
-        ", no key material" if key else " (no key here: key scan skipped)",
+        ", no key material" if key else " (no --key: key scan skipped)",
     )
+
+
+def stage_audit(o: Options) -> None:
+    """Audit the key on --audit-images images of the val split: a report for the owner only (--out)."""
+    from pipeline import audit, keys
+
+    images = audit.read_images(o.raw, o.audit_images, storage_options=o.storage_options)
+    embeddings = None
+    if Path(o.weights_path).exists() and Path(o.encrypted_weights).exists():  # the known-model attack
+        from pipeline import weights
+
+        embeddings = weights.patch_embeddings(o.weights_path, o.arch, o.encrypted_weights)
+    report = audit.write_report(images, keys.load(o.key_path), o.out or "data/owner/audit", embeddings)
+    log.info("wrote the audit of %d images to %s (it shows plain images: never publish it)", len(images), report)
 
 
 def stage_all(o: Options) -> None:
     """Sample and key when missing, then encrypt, encrypt-weights, publish (and verify)."""
     if not Path(o.raw).exists():
         stage_sample(o)
-    if not Path(o.key).exists():
+    if not Path(o.key_path).exists():
         stage_keygen(o)
     for name in ALL:
         log.info("stage %s", name)
@@ -145,20 +182,13 @@ def stage_all(o: Options) -> None:
     print(
         f"\nThe bundle is ready at {o.bundle}\n"
         f"Give the cloud the bundle location only:  python -m training.train CONFIG --bundle {o.bundle}\n"
-        f"The key stays with the owner and the users: {o.key}"
+        f"The key stays with the owner and the users: {o.key_path}"
     )
-
-
-def _not_implemented(name: str) -> Callable[[Options], None]:
-    def stage(o: Options) -> None:
-        raise PipelineError(f"stage {name!r} is not implemented yet")
-
-    stage.__doc__ = "(not implemented yet)"
-    return stage
 
 
 STAGES: dict[str, Callable[[Options], None]] = {
     "sample": stage_sample,
+    "augment": stage_augment,
     "keygen": stage_keygen,
     "encrypt": stage_encrypt,
     "decrypt": stage_decrypt,
@@ -167,7 +197,7 @@ STAGES: dict[str, Callable[[Options], None]] = {
     "publish": stage_publish,
     "verify": stage_verify,
     "encrypt-query": stage_encrypt_query,
-    "audit": _not_implemented("audit"),
+    "audit": stage_audit,
     "all": stage_all,
 }
 # What --stage all runs after creating the sample and key when they are missing.
@@ -207,18 +237,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", metavar="NAME", help="timm architecture of --weights")
     p.add_argument("--encrypted-weights", metavar="PATH", help="the encrypted checkpoint written for the cloud")
     p.add_argument("--bundle", metavar="PATH|URL", help="the published bundle")
-    p.add_argument("--checkpoint", metavar="PATH", help="a fine-tuned encrypted checkpoint (decrypt-weights)")
+    p.add_argument("--checkpoint", metavar="PATH", help="a fine-tuned checkpoint: encrypted for decrypt-weights, plain for encrypt-weights")
     p.add_argument("--query", nargs="+", metavar="IMAGE", help="encrypt-query: the user's images")
-    p.add_argument("--out", metavar="PATH", help="output of decrypt, decrypt-weights and encrypt-query")
+    p.add_argument("--out", metavar="PATH", help="output of augment, decrypt, decrypt-weights, encrypt-weights --checkpoint, encrypt-query, audit")
     p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: all cores)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, tcp://host:port")
     p.add_argument("--on-error", choices=("fail", "skip"), help="bad input files: stop, or skip and record")
     p.add_argument("--shard-size", type=int, metavar="N", help="encrypt: images per Zarr shard (one Dask task each)")
-    p.add_argument("--plain", action="store_true", default=None, help="encrypt, encrypt-weights: write without a key (the baseline)")
+    p.add_argument("--plain", action="store_true", default=None, help="encrypt, encrypt-weights, publish: without a key (the baseline)")
     p.add_argument("--names", metavar="A,B,...", help="decrypt: the samples to export (default: all)")
+    p.add_argument("--audit-images", type=int, metavar="N", help="audit: how many images of --raw's val split to measure on")
     p.add_argument("--block-size", type=int, metavar="P", help="keygen: block size (the ViT patch size)")
     p.add_argument("--negative-positive", action="store_true", default=None, help="keygen: also invert key-chosen positions")
-    p.add_argument("--seed", type=int, help="sample: random seed")
+    p.add_argument("--seed", type=int, help="sample, augment: random seed")
+    p.add_argument("--copies", type=int, metavar="N", help="augment: augmented copies of each training image")
     p.add_argument("--sample-counts", metavar="TRAIN,VAL,TEST", help="sample: images per split")
     p.add_argument("--sample-size", metavar="HxW", help="sample: image size")
     return p

@@ -195,6 +195,15 @@ def encrypt_checkpoint(source: str | Path, arch: str, key: Key | None, out: str 
     return out
 
 
+def patch_embeddings(source: str | Path, arch: str, encrypted: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The patch-embedding weights of a plain timm checkpoint and of an encrypted checkpoint made from it."""
+    plain = load_timm_checkpoint(source, arch)["patch_embed.proj.weight"]
+    state, _ = _read_weights(Path(encrypted))
+    if PATCH_WEIGHT not in state:
+        raise PipelineError(f"{encrypted}: no {PATCH_WEIGHT}: not an encrypted checkpoint")
+    return plain.numpy(), state[PATCH_WEIGHT].numpy()
+
+
 def decrypt_checkpoint(source: str | Path, key: Key, out: str | Path, reference: str | Path | None = None) -> Path:
     """Undo the fold on an encrypted (fine-tuned) mmseg checkpoint: the result reads plain images.
 
@@ -213,6 +222,51 @@ def decrypt_checkpoint(source: str | Path, key: Key, out: str | Path, reference:
         )
     if metadata.get("encrypted") == "false":
         raise PipelineError(f"{source}: this checkpoint is not encrypted")
+    names = _patch_embedding(state, source)
+    # The fold must be undone with the normalizations it was made for.
+    cloud, pretrained = _normalization(metadata, "norm", source), _normalization(metadata, "source_norm", source)
+    _refold(state, names, source, lambda w, b: decrypt_patch_embedding(w, b, key, pretrained, cloud))
+    _write_atomically(state, {**_provenance(metadata, source), **_metadata(None, pretrained, pretrained)}, out)
+    return out
+
+
+def encrypt_finetuned_checkpoint(
+    source: str | Path, key: Key, out: str | Path, reference: str | Path | None = None
+) -> Path:
+    """Fold ``key`` into a fine-tuned plain mmseg checkpoint: the result reads encrypted images.
+
+    The mirror of :func:`decrypt_checkpoint`, for conventional method 1 (a model fine-tuned on
+    plain images, then encrypted by the owner), with the same inputs. The plain model reads images
+    normalized as its metadata says, or as ``reference``'s (a checkpoint of the bundle it was
+    fine-tuned on, plain or encrypted: both record the cloud's normalization); the result reads
+    encrypted images normalized with one mean and std for all channels.
+    """
+    source, out = Path(source), Path(out)
+    state, metadata = _read_weights(source)
+    if metadata.get("encrypted") == "true":
+        raise PipelineError(f"{source}: this checkpoint is encrypted already")
+    if not metadata and reference is not None:
+        metadata = _read_weights(Path(reference))[1]
+    names = _patch_embedding(state, source)
+    plain = _normalization(metadata, "norm", source)
+    cloud = plain.uniform()
+    _refold(state, names, source, lambda w, b: encrypt_patch_embedding(w, b, key, plain, cloud))
+    _write_atomically(state, {**_provenance(metadata, source), **_metadata(key, cloud, plain)}, out)
+    return out
+
+
+def _normalization(metadata: dict[str, str], prefix: str, source: Path) -> Normalization:
+    """The normalization recorded as ``<prefix>_mean`` and ``<prefix>_std`` in checkpoint metadata."""
+    try:
+        return Normalization(*(tuple(json.loads(metadata[f"{prefix}_{stat}"])) for stat in ("mean", "std")))
+    except KeyError as error:
+        raise PipelineError(f"{source}: the metadata lacks {error}, needed to fold or unfold the key") from None
+    except ValueError as error:  # json.JSONDecodeError is one
+        raise PipelineError(f"{source}: {error}") from None
+
+
+def _patch_embedding(state: dict[str, torch.Tensor], source: Path) -> tuple[str, str]:
+    """The names of the one mmseg patch embedding's weight and bias in ``state`` (any prefix)."""
     names = [name for name in state if name.endswith(PATCH_WEIGHT)]
     if len(names) != 1:
         raise PipelineError(
@@ -222,25 +276,23 @@ def decrypt_checkpoint(source: str | Path, key: Key, out: str | Path, reference:
     bias_name = weight_name.removesuffix(PATCH_WEIGHT) + PATCH_BIAS
     if bias_name not in state:
         raise PipelineError(f"{source}: no {bias_name}: the backbone must be built with patch_bias=True")
+    return weight_name, bias_name
+
+
+def _refold(state: dict[str, torch.Tensor], names: tuple[str, str], source: Path, fold) -> None:
+    """Replace the patch embedding (weight, bias) named ``names`` by ``fold(weight, bias)``, in place."""
     try:
-        # The fold must be undone with the normalizations it was made for.
-        cloud, pretrained = (
-            Normalization(*(tuple(json.loads(metadata[f"{prefix}_{stat}"])) for stat in ("mean", "std")))
-            for prefix in ("norm", "source_norm")
-        )
-        weight, bias = decrypt_patch_embedding(state[weight_name], state[bias_name], key, pretrained, cloud)
-    except KeyError as error:
-        raise PipelineError(f"{source}: the metadata lacks {error}, needed to undo the fold") from None
-    except ValueError as error:  # json.JSONDecodeError is one
+        state[names[0]], state[names[1]] = fold(state[names[0]], state[names[1]])
+    except ValueError as error:
         raise PipelineError(f"{source}: {error}") from None
-    state[weight_name], state[bias_name] = weight, bias
-    metadata = {
+
+
+def _provenance(metadata: dict[str, str], source: Path) -> dict[str, str]:
+    """What a refolded checkpoint keeps of its source's metadata, and the source's hash."""
+    return {
         **{name: metadata[name] for name in ("layout", "source_arch") if name in metadata},
-        **_metadata(None, pretrained, pretrained),
         "source_sha256": _sha256(source),
     }
-    _write_atomically(state, metadata, out)
-    return out
 
 
 def _block_vectors(weight: torch.Tensor, key: Key | None) -> torch.Tensor:

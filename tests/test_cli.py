@@ -33,14 +33,6 @@ def test_unknown_stage_is_a_clear_error(capsys):
     assert "unknown stage 'nope'" in err and "keygen" in err
 
 
-def test_unimplemented_stage_says_so_and_writes_nothing(tmp_path, capsys):
-    unimplemented = [name for name, fn in STAGES.items() if fn.__doc__ == "(not implemented yet)"]
-    for name in unimplemented:
-        assert main(["--stage", name]) == 2
-        assert "not implemented" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_missing_input_names_the_file(capsys):
     assert main(["--stage", "encrypt-weights"]) == 2
     assert "data/raw/weights/vit_tiny_patch16_384.safetensors: not found" in capsys.readouterr().err
@@ -56,7 +48,7 @@ def test_keygen_writes_a_private_key_once(capsys):
 
 def test_defaults_live_under_data():
     o = Options()
-    for path in (o.raw, o.key, o.store, o.weights_path, o.encrypted_weights, o.bundle):
+    for path in (o.raw, o.key_path, o.store, o.weights_path, o.encrypted_weights, o.bundle):
         assert path.startswith("data/")
     assert o.workers == os.cpu_count()
 
@@ -83,3 +75,13 @@ def test_bad_config_files_name_the_file(tmp_path, text, message):
 def test_missing_config_file(capsys):
     assert main(["--stage", "keygen", "--config", "absent.toml"]) == 2
     assert "absent.toml: config file not found" in capsys.readouterr().err
+
+
+def test_verify_scans_for_the_key_only_when_given_one(caplog):
+    caplog.set_level("INFO", logger="pipeline")
+    assert main(["--stage", "all", "--sample-counts", "2,1,0", "--sample-size", "32x64", "--workers", "1"]) == 0
+    assert main(["--stage", "verify"]) == 0  # the owner's key file is right here, and not used
+    assert "key scan skipped" in caplog.text
+    caplog.clear()
+    assert main(["--stage", "verify", "--key", "data/owner/key.json"]) == 0
+    assert "no key material" in caplog.text

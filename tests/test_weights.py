@@ -19,6 +19,7 @@ from pipeline.weights import (
     Normalization,
     decrypt_checkpoint,
     encrypt_checkpoint,
+    encrypt_finetuned_checkpoint,
     encrypt_patch_embedding,
     load_timm_checkpoint,
     pretrained_normalization,
@@ -330,3 +331,28 @@ def test_failed_write_leaves_no_partial_file(checkpoint, monkeypatch, tmp_path):
     with pytest.raises(PipelineError, match=re.escape(f"{out}: cannot write")):
         encrypt_checkpoint(checkpoint, ARCH, generate(16), out)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_encrypt_finetuned_checkpoint_is_the_mirror_of_decrypt(model, checkpoint, key, tmp_path):
+    """Conventional 1: the owner encrypts a model fine-tuned on plain images (weights-only, as the cloud hands it back)."""
+    plain_path = encrypt_checkpoint(checkpoint, ARCH, None, tmp_path / "plain.safetensors")
+    head = {"decode_head.conv_seg.weight": torch.randn(19, 192, 1, 1)}
+    segmentor = {**{f"backbone.{name}": t for name, t in load_file(plain_path).items()}, **head}
+    save_file(segmentor, tmp_path / "finetuned.safetensors")  # no metadata: the reference gives the normalization
+
+    with pytest.raises(PipelineError, match="lacks 'norm_mean'"):
+        encrypt_finetuned_checkpoint(tmp_path / "finetuned.safetensors", key, tmp_path / "c1.safetensors")
+    encrypted = encrypt_finetuned_checkpoint(
+        tmp_path / "finetuned.safetensors", key, tmp_path / "c1.safetensors", reference=plain_path
+    )
+    state = load_file(encrypted)
+    cloud = PRETRAINED.uniform()
+    expected = encrypt_patch_embedding(
+        segmentor[f"backbone.{weights.PATCH_WEIGHT}"], segmentor[f"backbone.{weights.PATCH_BIAS}"], key, cloud, cloud
+    )
+    torch.testing.assert_close((state[f"backbone.{weights.PATCH_WEIGHT}"], state[f"backbone.{weights.PATCH_BIAS}"]), expected)
+    with safe_open(encrypted, framework="pt") as f:
+        assert f.metadata()["key_id"] == key.key_id and f.metadata()["encrypted"] == "true"
+    assert_round_trip(load_file(decrypt_checkpoint(encrypted, key, tmp_path / "back.safetensors")), segmentor)
+    with pytest.raises(PipelineError, match="encrypted already"):
+        encrypt_finetuned_checkpoint(encrypted, key, tmp_path / "twice.safetensors")

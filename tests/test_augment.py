@@ -1,0 +1,37 @@
+"""Owner-side augmentation before encryption: flipped, rescaled copies the encrypt stage takes as they are."""
+
+import cv2
+import numpy as np
+
+from pipeline.augment import augment
+from pipeline.run import main
+from pipeline.sample import write_sample
+
+
+def test_augment_stage_adds_copies_of_the_training_images_only(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "augmented"
+    write_sample(raw, counts={"train": 2, "val": 1}, size=(64, 128))
+    assert main(["--stage", "augment", "--raw", str(raw), "--out", str(out), "--copies", "2"]) == 0
+
+    train = sorted(p.name for p in (out / "leftImg8bit" / "train").glob("*/*.png"))
+    assert len(train) == 6 and sum("_aug" in name for name in train) == 4
+    assert len(list((out / "leftImg8bit" / "val").glob("*/*.png"))) == 1
+    for image in (out / "leftImg8bit" / "train").glob("*/*_aug*_leftImg8bit.png"):
+        label = image.parents[3] / "gtFine" / "train" / image.parent.name / image.name.replace("leftImg8bit", "gtFine_labelIds")
+        assert cv2.imread(str(image)).shape == (64, 128, 3)  # the split keeps one size, a multiple of 16
+        assert cv2.imread(str(label), cv2.IMREAD_UNCHANGED).shape == (64, 128)
+    # The result is a Cityscapes tree the encrypt stage takes.
+    assert main(["--stage", "encrypt", "--plain", "--raw", str(out), "--store", str(tmp_path / "s.zarr"), "--workers", "1"]) == 0
+
+
+def test_augment_flips_and_rescales_image_and_labels_alike():
+    rng = np.random.default_rng(0)
+    label = np.repeat(np.arange(32, dtype=np.uint8)[None, :], 16, axis=0)  # labelId = column
+    image = np.stack([label * 8] * 3, axis=-1)
+    for _ in range(20):
+        new_image, new_label = augment(image, label, rng)
+        assert new_image.shape == image.shape and new_label.shape == label.shape
+        kept = new_label > 0  # 0: padding ('unlabeled'), or the column labelled 0
+        # Labels go with their pixels (a mismatched flip would be off by up to 248): nearest-neighbour
+        # labels and bilinear images sample a column apart at most, 8 or 16 grey levels.
+        assert np.abs(new_image[..., 0][kept].astype(int) - 8 * new_label[kept].astype(int)).max() <= 16

@@ -6,9 +6,9 @@ is a ratio <= 1.02. Runs alternate (baseline, proposed, ...) so that drift on a 
 both; the figure is the median step time (IterTimerHook) after a warm-up.
 """
 
-import logging
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 
 import training  # noqa: F401  (first: lets mmseg import on mmcv-lite)
@@ -31,9 +31,11 @@ def step_times(method: str, bundle: Path, work_dir: Path) -> np.ndarray:
     """Seconds of every training step after the warm-up, for the tiny config of ``method``."""
     options = {"train_cfg.max_iters": ITERS, "param_scheduler.0.end": ITERS, "default_hooks.checkpoint.interval": ITERS}
     cfg = load_config(CONFIGS / f"setr_tiny_naive_{method}.py", str(bundle), work_dir=work_dir, cfg_options=options)
-    cfg.experiment_name, cfg.log_level = uuid.uuid4().hex, "WARNING"
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    cfg.experiment_name, cfg.log_level = uuid.uuid4().hex, "ERROR"  # the figures, not mmengine's log
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mmseg's deprecation and visualizer notices, once per runner
+        runner = Runner.from_cfg(cfg)
+        runner.train()
     return np.asarray(runner.message_hub.get_scalar("train/time").data[0][WARMUP:])
 
 
@@ -48,7 +50,6 @@ def main() -> None:
             bundles[method] = tmp / method
             encrypt_dataset(str(raw), str(tmp / method / "dataset.zarr"), method_key, workers=1)
             encrypt_checkpoint(weights, ARCH, method_key, tmp / method / "backbone.safetensors")
-        logging.getLogger("mmengine").setLevel(logging.WARNING)
         times = {"baseline": [], "proposed": []}
         for _ in range(ROUNDS):
             for method in times:

@@ -1,0 +1,74 @@
+"""The full-size configs (the paper's settings) hold what each method of Table I needs."""
+
+from pathlib import Path
+
+import pytest
+
+import training  # noqa: F401  (first: lets mmseg import on mmcv-lite)
+from mmengine.registry import init_default_scope
+from mmseg.registry import MODELS, TRANSFORMS
+
+from training.config import load_config
+from training.transforms import key_unsafe_transforms
+
+CONFIGS = sorted((Path(__file__).parents[1] / "training" / "configs").glob("setr_vit-*.py"))
+BACKBONES = {"b16": (768, 12, 12), "l16": (1024, 24, 16)}  # embed dims, layers, heads
+# What CipherSegCheckHook demands of the bundle: (data, pretrained checkpoint). Conventional 1 is
+# the baseline's training, encrypted by the owner afterwards.
+METHODS = {
+    "baseline": ("plain", "plain"),
+    "conventional1": ("plain", "plain"),
+    "conventional2": ("encrypted", "plain"),
+    "proposed": ("encrypted", "encrypted"),
+    "proposed_paper-augmentation": ("encrypted", "encrypted"),
+}
+
+
+def describe(path: Path) -> tuple[str, str, str]:
+    """(backbone, decoder, method) of setr_vit-<backbone>_<decoder>_8xb1-80k_cityscapes-768x768_<method>.py"""
+    backbone, decoder, *_ = path.stem.removeprefix("setr_vit-").split("_")
+    return backbone, decoder, path.stem.split("768x768_", 1)[1]
+
+
+def test_every_backbone_decoder_and_method_has_a_config():
+    found = {describe(path) for path in CONFIGS}
+    for backbone in BACKBONES:
+        for decoder in ("naive", "pup", "mla"):
+            for method in ("baseline", "conventional1", "conventional2", "proposed"):
+                assert (backbone, decoder, method) in found
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.stem)
+def test_config_holds_the_papers_settings_and_its_methods_needs(path):
+    backbone, decoder, method = describe(path)
+    cfg = load_config(path, "s3://bucket/bundle")
+    vit, preprocessor = cfg.model.backbone, cfg.model.data_preprocessor
+    assert (vit.embed_dims, vit.num_layers, vit.num_heads) == BACKBONES[backbone]
+    assert vit.patch_size == 16 and vit.patch_bias  # the fold needs the patch embedding's bias
+    # RGB as stored, and one mean and std for every channel: the fold is then a signed permutation.
+    assert not preprocessor.bgr_to_rgb
+    assert preprocessor.mean == preprocessor.std == [127.5] * 3
+    assert vit.init_cfg.checkpoint == "s3://bucket/bundle/backbone.safetensors" or method == "conventional2"
+    assert cfg.train_dataloader.dataset.store == "s3://bucket/bundle/dataset.zarr"
+    assert cfg.crop_size == (768, 768) and cfg.train_cfg.max_iters == 80000
+    assert cfg.model.test_cfg == dict(mode="slide", crop_size=(768, 768), stride=(512, 512))
+    assert cfg.optim_wrapper.optimizer.lr == (0.002 if decoder == "mla" else 0.01)
+    hook, = (h for h in cfg.custom_hooks if h.type == "CipherSegCheckHook")
+    assert (hook.data, hook.checkpoint) == METHODS[method]
+
+    init_default_scope("mmseg")
+    pipeline = [TRANSFORMS.build(t) for t in cfg.train_dataloader.dataset.pipeline]
+    unsafe = key_unsafe_transforms(pipeline, 16, False)
+    if method == "proposed_paper-augmentation":
+        assert unsafe and cfg.train_dataloader.dataset.allow_key_unsafe_transforms
+    else:
+        assert unsafe == []
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("decoder", ["naive", "pup", "mla"])
+def test_the_models_build(backbone, decoder):
+    path, = (p for p in CONFIGS if describe(p) == (backbone, decoder, "proposed"))
+    init_default_scope("mmseg")
+    model = MODELS.build(load_config(path, "bundle").model)
+    assert type(model.backbone).__name__ == "VisionTransformer"

@@ -106,6 +106,25 @@ def test_the_dataset_reads_the_store(owner, stores):
     assert sample["img_shape"] == owner.size
 
 
+def as_is(sample):
+    return sample
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_the_dataset_works_in_dataloader_worker_processes(owner, stores, start_method):
+    """Every worker opens the store itself: nothing opened crosses a fork or a pickle."""
+    data = dataset(stores["encrypted"])
+    reference = [data[i] for i in range(len(data))]
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=None, num_workers=2, collate_fn=as_is, multiprocessing_context=start_method
+    )
+    samples = sorted(loader, key=lambda sample: sample["sample_index"])
+    assert [s["img_path"] for s in samples] == [r["img_path"] for r in reference]
+    for sample, expected in zip(samples, reference):
+        assert np.array_equal(sample["img"], expected["img"])
+        assert np.array_equal(sample["gt_seg_map"], expected["gt_seg_map"])
+
+
 def test_the_safetensors_loader_reads_the_owners_checkpoint(owner, checkpoints):
     state = CheckpointLoader.load_checkpoint(checkpoints["encrypted"], map_location="cpu")
     metadata, shapes = read_header(checkpoints["encrypted"])

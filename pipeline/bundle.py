@@ -26,10 +26,10 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
-from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.errors import PipelineError
 from pipeline.keys import BUNDLE_MANIFEST, Key
+from pipeline.storage import PARTIAL, put_atomic
 
 FORMAT = "cipherseg-bundle"
 FORMAT_VERSION = 1
@@ -38,7 +38,6 @@ CHECKPOINT = "backbone.safetensors"
 # Both are needed to read the bundle's metadata; a manifest without them is not a bundle's.
 REQUIRED = (f"{DATASET}/zarr.json", CHECKPOINT)
 
-_MANIFEST_TEMPORARY = f".{BUNDLE_MANIFEST}.tmp"
 _CHUNK = 4 << 20
 _MAX_SAFETENSORS_HEADER = 100_000_000  # the safetensors format's own limit
 # What a key file is called (keys.save writes key.json by default); no bundle may hold one.
@@ -72,8 +71,11 @@ def publish(store: str, checkpoint: str, bundle: str, *, storage_options: dict |
             raise PipelineError(f"{name}: named like a key file; refusing to publish it (from {store} or {checkpoint})")
 
     present = _objects(fs, root)
-    ours = {BUNDLE_MANIFEST, _MANIFEST_TEMPORARY, *sources}
-    foreign = sorted(name for name in present if name not in ours and not name.startswith(f"{DATASET}/"))
+    ours = {BUNDLE_MANIFEST, *sources}
+    foreign = sorted(
+        name for name in present
+        if name not in ours and not name.startswith(f"{DATASET}/") and not name.endswith(PARTIAL)
+    )
     if foreign:
         raise PipelineError(f"{bundle}: holds {foreign[0]}, which is no part of a bundle; refusing to publish here")
     if BUNDLE_MANIFEST in present:  # first: a bundle with a manifest must always be complete
@@ -101,7 +103,7 @@ def publish(store: str, checkpoint: str, bundle: str, *, storage_options: dict |
         **description,
         "objects": objects,
     }
-    _write_manifest(fs, root, json.dumps(manifest, indent=2).encode())
+    put_atomic(fs, f"{root}/{BUNDLE_MANIFEST}", json.dumps(manifest, indent=2).encode())
     return {
         "bundle": bundle,
         "objects": len(objects),
@@ -275,17 +277,6 @@ def _read_manifest(fs: AbstractFileSystem, root: str, bundle: str) -> dict[str, 
     ):
         raise PipelineError(f"{bundle}: {BUNDLE_MANIFEST} has malformed object entries (each needs size and sha256)")
     return manifest
-
-
-def _write_manifest(fs: AbstractFileSystem, root: str, data: bytes) -> None:
-    """Write the manifest so that readers see either none or all of it."""
-    path = f"{root}/{BUNDLE_MANIFEST}"
-    if isinstance(fs, LocalFileSystem):  # a rename within a directory is atomic
-        temporary = f"{root}/{_MANIFEST_TEMPORARY}"
-        fs.pipe_file(temporary, data)
-        fs.mv(temporary, path)
-    else:  # an object-store PUT is all-or-nothing
-        fs.pipe_file(path, data)
 
 
 def _objects(fs: AbstractFileSystem, root: str) -> dict[str, tuple[str, int]]:

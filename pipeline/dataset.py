@@ -18,11 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import struct
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +37,7 @@ from zarr.codecs import ZstdCodec
 from pipeline.cipher import BlockCipher
 from pipeline.errors import PipelineError
 from pipeline.keys import Key
+from pipeline.storage import put_atomic
 
 __all__ = [
     "DEFAULT_SHARD_SIZE", "TRAIN_IDS", "DatasetSummary", "encrypt_dataset", "decrypt_samples", "local_cluster",
@@ -384,7 +383,7 @@ def _write_shard(job: ShardJob) -> ShardResult:
         "sha256": {obj: _sha256(fs, f"{root}/{obj}") for obj in objects},
         "skipped": skipped,
     }
-    _put_atomic(fs, record_path, json.dumps(record, indent=1).encode())
+    put_atomic(fs, record_path, json.dumps(record, indent=1).encode())
     return ShardResult(job.split, job.index, n, True, skipped)
 
 
@@ -454,17 +453,6 @@ def _read_json(fs, path: str) -> dict[str, Any] | None:
         return json.loads(fs.cat_file(path))
     except FileNotFoundError:
         return None
-
-
-def _put_atomic(fs, path: str, data: bytes) -> None:
-    """Write a whole object or nothing: temp file + rename locally, one PUT on object stores."""
-    if isinstance(fs, LocalFileSystem):
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        temporary = f"{path}.{uuid.uuid4().hex}.partial"
-        fs.pipe_file(temporary, data)
-        os.replace(temporary, path)
-    else:
-        fs.pipe_file(path, data)
 
 
 # --- the coordinator ------------------------------------------------------------------------

@@ -14,9 +14,7 @@ like photographs (neighbouring pixels correlate), which the security audits rely
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
@@ -25,6 +23,7 @@ import numpy as np
 from cityscapesscripts.helpers.labels import labels, name2label
 
 from pipeline.errors import PipelineError
+from pipeline.storage import atomic_path
 
 __all__ = ["DEFAULT_COUNTS", "DEFAULT_SIZE", "CITIES", "write_sample", "write_random_vit"]
 
@@ -125,7 +124,7 @@ def write_random_vit(path: str | Path, arch: str, *, seed: int = 0) -> Path:
         model = timm.create_model(arch, pretrained=False)
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={"arch": arch, "source": "random-init"})
     return path
 
@@ -330,17 +329,5 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     ok, png = cv2.imencode(".png", array)
     if not ok:
         raise RuntimeError(f"cv2 could not encode {path.name}")
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(png)
-
-
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to path, moved onto it on success: a crash never leaves a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

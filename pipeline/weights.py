@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import re
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from safetensors.torch import save_file
 
 from pipeline.errors import PipelineError
 from pipeline.keys import Key
+from pipeline.storage import atomic_path
 
 
 @dataclass(frozen=True)
@@ -397,13 +397,8 @@ def _sha256(path: Path) -> str:
 
 def _write_atomically(state: dict[str, torch.Tensor], metadata: dict[str, str], out: Path) -> None:
     """Write a safetensors file that either appears complete at ``out`` or not at all."""
-    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with atomic_path(out) as temporary:
             save_file({name: t.contiguous() for name, t in state.items()}, temporary, metadata=metadata)
-            os.replace(temporary, out)
-        finally:
-            temporary.unlink(missing_ok=True)  # gone after a successful replace
     except OSError as error:
         raise PipelineError(f"{out}: cannot write ({error})") from None

@@ -64,7 +64,11 @@ def publish(store: str, checkpoint: str, bundle: str, *, storage_options: dict |
         store,
         checkpoint,
     )
-    sources = {f"{DATASET}/{name}": (store_fs, path, size) for name, (path, size) in _objects(store_fs, store_root).items()}
+    sources = {
+        f"{DATASET}/{name}": (store_fs, path, size)
+        for name, (path, size) in _objects(store_fs, store_root).items()
+        if not name.endswith(PARTIAL)  # a temporary an interrupted encrypt run left behind
+    }
     sources[CHECKPOINT] = (checkpoint_fs, checkpoint_path, checkpoint_fs.size(checkpoint_path))
     for name in sources:
         if _looks_like_key_file(name):

@@ -22,6 +22,7 @@ from pipeline.dataset import encrypt_dataset
 from pipeline.errors import PipelineError
 from pipeline.keys import BUNDLE_MANIFEST, generate
 from pipeline.sample import write_random_vit, write_sample
+from pipeline.storage import PARTIAL
 from pipeline.weights import decrypt_checkpoint, encrypt_checkpoint, pretrained_normalization
 
 pytest_plugins = ["s3"]
@@ -127,6 +128,14 @@ def test_verify_accepts_a_published_bundle_with_and_without_the_key(owner, publi
     assert summary["objects"] == len(manifest(published)["objects"])
     assert summary["key_checked"] is False
     assert verify(str(published), key=owner.key)["key_checked"] is True
+
+
+def test_publish_leaves_out_temporaries_of_an_interrupted_encrypt_run(owner, store_copy, tmp_path):
+    leftover = store_copy / "train" / "shards" / f"0.json.1234{PARTIAL}"
+    leftover.write_bytes(b'{"names": [')  # what a SIGKILL mid-write leaves
+    publish(str(store_copy), owner.checkpoint, str(tmp_path / "bundle"))
+    assert not (tmp_path / "bundle" / DATASET / "train" / "shards" / leftover.name).exists()
+    verify(str(tmp_path / "bundle"))
 
 
 def test_republishing_copies_only_what_changed_and_removes_stale_objects(owner, published):

@@ -9,20 +9,16 @@ import time
 import numpy as np
 
 from pipeline import keys
-from pipeline.cipher import BlockCipher
+from pipeline.cipher import BlockCipher, from_blocks, to_blocks
 
 
 def straightforward_encrypt(images: np.ndarray, key: keys.Key) -> np.ndarray:
     """The paper's definition written the obvious way: blocks to vectors, fancy-index, back."""
-    p = key.block_size
     batch = images.reshape(-1, *images.shape[-3:])
-    n, h, w, _ = batch.shape
-    vectors = batch.reshape(n, h // p, p, w // p, p, 3).transpose(0, 1, 3, 2, 4, 5).reshape(-1, 3 * p * p)
-    vectors = vectors[:, key.permutation]
+    vectors = to_blocks(batch, key.block_size)[:, key.permutation]
     if key.flip is not None:
         vectors = np.where(key.flip, 255 - vectors, vectors).astype(np.uint8)
-    blocks = vectors.reshape(n, h // p, w // p, p, p, 3).transpose(0, 1, 3, 2, 4, 5)
-    return blocks.reshape(images.shape)
+    return from_blocks(vectors, batch.shape, key.block_size).reshape(images.shape)
 
 
 def best_seconds(fn, repeats: int = 15) -> float:

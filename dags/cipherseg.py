@@ -3,9 +3,11 @@ verifies it, fine-tunes on it and tests.
 
 Airflow only orchestrates: every task runs the project's command line with the project's own Python
 (parameter ``python``), so Airflow needs none of the project's packages and never imports torch. The
-owner group hands the cloud group one thing, the bundle's location. The key stays a file on the owner's
+owner group hands the cloud group two locations: the bundle, and the owner's public signer file, with
+which every cloud task refuses a bundle the owner did not sign. The key stays a file on the owner's
 side, at the path the Airflow Variable ``cipherseg_key_file`` names; the owner's commands read it, Airflow
-never does, so it cannot reach an XCom or a log.
+never does, so it cannot reach an XCom or a log. The signer file (public) is written beside it, or where
+the Variable ``cipherseg_signer_file`` says.
 """
 
 from __future__ import annotations
@@ -62,34 +64,34 @@ def cipherseg():
             _owner("encrypt-weights")
 
         @task
-        def publish() -> str:
+        def publish() -> dict[str, str]:
             _owner("publish")
-            return _path(_params()["bundle"])
+            return {"bundle": _path(_params()["bundle"]), "signer": _signer_file()}
 
-        bundle = publish()
-        keygen() >> [encrypt(), encrypt_weights()] >> bundle
-        return bundle
+        published = publish()
+        keygen() >> [encrypt(), encrypt_weights()] >> published
+        return published
 
     @task_group
-    def cloud(bundle: str):
+    def cloud(published: dict[str, str]):
         @task
-        def verify(bundle: str) -> None:
-            _cloud("pipeline.run", "--stage", "verify", "--bundle", bundle)
+        def verify(published: dict[str, str]) -> None:
+            _cloud("pipeline.run", "--stage", "verify", "--bundle", published["bundle"], "--signer", published["signer"])
 
         @task
-        def train(bundle: str) -> str:
-            _training("training.train", bundle, "--resume")
+        def train(published: dict[str, str]) -> str:
+            _training("training.train", published, "--resume")
             return (Path(_work_dir()) / "last_checkpoint").read_text().strip()
 
         @task
-        def test(bundle: str, checkpoint: str) -> str:
+        def test(published: dict[str, str], checkpoint: str) -> str:
             metrics = str(Path(_work_dir()) / "metrics.json")
-            _training("training.test", bundle, checkpoint, "--out", metrics)
+            _training("training.test", published, checkpoint, "--out", metrics)
             return metrics
 
-        checkpoint = train(bundle)
-        verify(bundle) >> checkpoint  # the cloud trains on a bundle it has checked
-        test(bundle, checkpoint)
+        checkpoint = train(published)
+        verify(published) >> checkpoint  # the cloud trains on a bundle it has checked
+        test(published, checkpoint)
 
     cloud(owner())
 
@@ -108,9 +110,14 @@ def _key_file() -> str:
     return _path(Variable.get("cipherseg_key_file", default="data/owner/key.json"))
 
 
+def _signer_file() -> str:
+    default = str(Path(_key_file()).parent / "signer.json")  # where the owner's keygen writes it
+    return _path(Variable.get("cipherseg_signer_file", default=default))
+
+
 def _owner(stage: str) -> None:
     p = _params()
-    args = ["--stage", stage, "--key", _key_file(), "--raw", p["raw"], "--bundle", p["bundle"]]
+    args = ["--stage", stage, "--key", _key_file(), "--signer", _signer_file(), "--raw", p["raw"], "--bundle", p["bundle"]]
     args += ["--config", p["owner_config"]] if p["owner_config"] else []
     args += ["--scheduler", p["scheduler"]] if p["scheduler"] else []
     _run(p["project"], "pipeline.run", *args)
@@ -121,10 +128,11 @@ def _cloud(module: str, *args: str) -> None:
     _run(_path(_params()["cloud_dir"]), module, *args)
 
 
-def _training(module: str, bundle: str, *args: str) -> None:
+def _training(module: str, published: dict[str, str], *args: str) -> None:
     p = _params()
     options = ["--cfg-options", *p["cfg_options"]] if p["cfg_options"] else []
-    _cloud(module, _path(p["train_config"]), *args, "--bundle", bundle, "--work-dir", _work_dir(), *options)
+    location = ["--bundle", published["bundle"], "--signer", published["signer"]]
+    _cloud(module, _path(p["train_config"]), *args, *location, "--work-dir", _work_dir(), *options)
 
 
 def _work_dir() -> str:

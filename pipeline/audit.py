@@ -21,10 +21,13 @@ from pathlib import Path
 import cv2
 import fsspec
 import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from pipeline.cipher import BlockCipher
+from pipeline.cipher import BlockCipher, from_blocks, to_blocks
 from pipeline.errors import PipelineError
-from pipeline.keys import BUNDLE_MANIFEST, Key
+from contract.bundle import MANIFEST
+from pipeline.keys import Key
+from pipeline.storage import write_private
 
 SETTINGS = {False: "shuffle", True: "shuffle + negative-positive"}
 KNOWN_PAIRS = (1, 2)
@@ -43,40 +46,25 @@ class KeyEstimate:
     flip: np.ndarray | None  # v'[k] = 255 - v'[k] where set
 
 
-def to_blocks(images: np.ndarray, block_size: int) -> np.ndarray:
-    """The canonical block vectors of an NxHxWx3 batch, one row per block: shape (blocks, 3P²)."""
-    n, h, w, _ = images.shape
-    p = block_size
-    return images.reshape(n, h // p, p, w // p, p, 3).transpose(0, 1, 3, 2, 4, 5).reshape(-1, 3 * p * p)
-
-
-def from_blocks(vectors: np.ndarray, shape: tuple[int, ...], block_size: int) -> np.ndarray:
-    """The NxHxWx3 batch of ``shape`` whose canonical block vectors are ``vectors``."""
-    n, h, w, _ = shape
-    p = block_size
-    return vectors.reshape(n, h // p, w // p, p, p, 3).transpose(0, 1, 3, 2, 4, 5).reshape(shape)
-
-
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, range 255) over images and channels.
+    """Mean SSIM (Wang et al. 2004: Gaussian window, sigma 1.5, range 255; scikit-image) over images and channels.
 
-    Takes two HxWxC images or NxHxWxC batches of values in [0, 255].
+    Takes two HxWxC images or NxHxWxC batches of values in [0, 255]; images under 11 pixels a side
+    (thumbnails) are compared with a uniform window that fits.
     """
-    a = np.asarray(a, np.float64).reshape(-1, *np.shape(a)[-3:])
-    b = np.asarray(b, np.float64).reshape(-1, *np.shape(b)[-3:])
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    scores = []
-    for x, y in zip(a, b):
-        mx, my = _blur(x), _blur(y)
-        vx, vy, cxy = _blur(x * x) - mx**2, _blur(y * y) - my**2, _blur(x * y) - mx * my
-        scores.append(np.mean((2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))))
-    return float(np.mean(scores))
+    a, b = (np.asarray(x).reshape(-1, *np.shape(x)[-3:]) for x in (a, b))
+    side = min(a.shape[1:3])
+    if side >= 11:  # the Gaussian window spans 11 pixels
+        window = dict(gaussian_weights=True, sigma=1.5)
+    else:  # a thumbnail of a small image: the largest odd uniform window that fits
+        window = dict(win_size=side if side % 2 else side - 1)
+    settings = dict(window, use_sample_covariance=False, data_range=255, channel_axis=-1)
+    return float(np.mean([structural_similarity(x, y, **settings) for x, y in zip(a, b)]))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB of two uint8 images (or batches)."""
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-    return float(10 * np.log10(255**2 / mse))
+    return float(peak_signal_noise_ratio(np.asarray(a), np.asarray(b), data_range=255))
 
 
 def visual_protection(images: np.ndarray, key: Key) -> dict[str, float]:
@@ -255,7 +243,7 @@ def audit(images: np.ndarray, key: Key) -> tuple[dict[str, object], dict[str, np
         raise PipelineError("the audit needs at least 2 images (known pairs and an unseen one)")
     BlockCipher(key).check_shape(images.shape)
     results: dict[str, object] = {
-        "key": key.spec(),
+        "key": key.spec().to_json(),
         "images": len(images),
         "image_size": list(images.shape[1:3]),
         "chance": 1 / key.vector_length,  # of a position being right by luck
@@ -302,18 +290,17 @@ def write_report(
     """
     out = Path(out)
     for folder in (out.resolve(), *out.resolve().parents):
-        if (folder / BUNDLE_MANIFEST).exists():
+        if (folder / MANIFEST).exists():
             raise PipelineError(f"{out}: refusing to write the audit inside the bundle at {folder}")
     results, rows = audit(images, key)
     if patch_embeddings is not None:
         results["known_model"] = {"positions_correct": fraction_correct(known_model_attack(*patch_embeddings), key)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "audit.json").write_text(json.dumps(results, indent=2) + "\n")
+    # Owner-private: the figure shows plain images (files 0600, folders 0700).
+    write_private(str(out / "audit.json"), (json.dumps(results, indent=2) + "\n").encode())
     figure = np.concatenate(list(rows.values()), axis=0)
-    if not cv2.imwrite(str(out / "figure.png"), cv2.cvtColor(figure, cv2.COLOR_RGB2BGR)):
-        raise PipelineError(f"{out / 'figure.png'}: could not write the figure")
+    write_private(str(out / "figure.png"), cv2.imencode(".png", cv2.cvtColor(figure, cv2.COLOR_RGB2BGR))[1].tobytes())
     report = out / "report.md"
-    report.write_text(_markdown(results))
+    write_private(str(report), _markdown(results).encode())
     return report
 
 
@@ -374,11 +361,6 @@ def _audit_setting(images: np.ndarray, key: Key) -> tuple[dict[str, object], np.
         (reconstructed[-1], f"ciphertext only, {n} images"),
     ]
     return result, np.concatenate([_titled(image, title) for image, title in panels], axis=1)
-
-
-def _blur(image: np.ndarray) -> np.ndarray:
-    # cv2 drops a trailing channel axis of length 1; the reshape restores it.
-    return cv2.GaussianBlur(image, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT).reshape(image.shape)
 
 
 def _moments(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

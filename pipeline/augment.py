@@ -9,13 +9,13 @@ image size, a multiple of the block size.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.storage import write_private
 
 SCALES = (0.5, 2.0)  # the paper's (mmseg's) RandomResize ratio range
 
@@ -24,14 +24,17 @@ def augment_tree(raw: str | Path, out: str | Path, *, copies: int = 1, seed: int
     """Copy the Cityscapes tree ``raw`` to ``out`` and add ``copies`` augmented copies of each training image.
 
     A copy is flipped with probability 0.5, rescaled by a factor drawn from :data:`SCALES`, and cut
-    back to the image's size at a random place. val and test are copied unchanged. Returns the
-    copies' image paths.
+    back to the image's size at a random place. val and test are copied unchanged. The new tree
+    holds plain images: it is owner-private (files 0600, folders 0700). Returns the copies' image paths.
     """
     raw, out = Path(raw), Path(out)
     images = sorted((raw / "leftImg8bit" / "train").glob("*/*_leftImg8bit.png"))
     if not images:
         raise PipelineError(f"{raw}: no leftImg8bit/train/<city>/*_leftImg8bit.png images to augment")
-    shutil.copytree(raw, out, dirs_exist_ok=True)
+    if copies < 1:
+        raise PipelineError(f"copies must be at least 1, not {copies}")
+    for source in sorted(p for p in raw.rglob("*") if p.is_file()):
+        write_private(str(out / source.relative_to(raw)), source.read_bytes())
     rng = np.random.default_rng(seed)
     written = []
     for path in images:
@@ -43,8 +46,8 @@ def augment_tree(raw: str | Path, out: str | Path, *, copies: int = 1, seed: int
         for i in range(1, copies + 1):
             new_image, new_label = augment(image, label, rng)
             target = out / "leftImg8bit" / "train" / path.parent.name / f"{stem}_aug{i}_leftImg8bit.png"
-            cv2.imwrite(str(target), new_image)
-            cv2.imwrite(str(out / "gtFine" / "train" / path.parent.name / f"{stem}_aug{i}_gtFine_labelIds.png"), new_label)
+            write_private(str(target), _png(new_image))
+            write_private(str(out / "gtFine" / "train" / path.parent.name / f"{stem}_aug{i}_gtFine_labelIds.png"), _png(new_label))
             written.append(target)
     return written
 
@@ -63,3 +66,7 @@ def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> t
     out_image, out_label = np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.uint8)  # labelId 0: unlabeled
     out_image[: image.shape[0], : image.shape[1]], out_label[: label.shape[0], : label.shape[1]] = image, label
     return out_image, out_label
+
+
+def _png(image: np.ndarray) -> bytes:
+    return cv2.imencode(".png", image)[1].tobytes()

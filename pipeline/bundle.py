@@ -1,335 +1,246 @@
-"""The published bundle: everything the cloud may read, and the check the cloud runs first.
+"""Publishing: the owner's dataset store and checkpoint -> the signed bundle the cloud is given.
 
-    bundle/dataset.zarr/...        every object of the encrypted dataset store, byte for byte
-    bundle/backbone.safetensors    the encrypted checkpoint
-    bundle/manifest.json           size and sha256 of every other object, the key id and cipher
-                                   spec, normalization, channel order, splits, source fingerprint
+Verify, then commit. Publish copies exactly the objects the store format defines (array metadata,
+shards, completion records: :meth:`contract.formats.StoreAttributes.objects`) and the checkpoint,
+and leaves out anything else in the store folder, naming it. Every object is hashed and scanned for
+the owner's key in the one pass that copies it, and becomes visible under its name only once it
+passed (:func:`pipeline.storage.commit_on_success`); a shard must also hash to what its completion
+record says, so a shard damaged after it was written is never published. The manifest and its
+signature are written only when every object passed: a publish that fails, for any reason or at
+any moment (SIGKILL included), leaves no manifest, and nothing verifies.
 
-Publishing removes a stale manifest first and writes the new one last, atomically, so a bundle
-with a manifest is always complete. The manifest detects corruption, mix-ups and careless edits;
-it is not signed, so it cannot stop someone who rewrites it along with the objects.
+Publish deletes only objects that the bundle's previous manifest listed, or that an interrupted
+publish noted in its pending record: nothing else in the bundle location is ever removed.
 
-Every file access goes through fsspec: local directories and object storage (``s3://``) share
-one code path, and source and bundle may live on different filesystems.
+Order of writes: the manifest renamed to the pending record (one step: a bundle with a manifest
+holds nothing else), pending record (what this publish may write or remove), remove signature,
+remove stale objects, copy, signature, remove the pending record, manifest.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
+from contract.bundle import (
+    CHECKPOINT,
+    DATASET,
+    MANIFEST,
+    PENDING,
+    SIGNATURE,
+    PatternScanner,
+    describe,
+    hash_object,
+    list_objects,
+    open_location,
+    read_checkpoint_metadata,
+    read_chunks,
+    read_document,
+    read_store_attributes,
+    verify_bundle,
+    Verified,
+)
+from contract.errors import UserError
+from contract.formats import Manifest, ObjectEntry, ShardRecord, as_object, parse_json, shard_record
 from pipeline.errors import PipelineError
-from pipeline.keys import BUNDLE_MANIFEST, Key
-from pipeline.storage import PARTIAL, put_atomic
+from pipeline.keys import Key
+from pipeline.storage import commit_on_success, is_temporary, put_atomic
 
-FORMAT = "cipherseg-bundle"
-FORMAT_VERSION = 1
-DATASET = "dataset.zarr"
-CHECKPOINT = "backbone.safetensors"
-# Both are needed to read the bundle's metadata; a manifest without them is not a bundle's.
-REQUIRED = (f"{DATASET}/zarr.json", CHECKPOINT)
-
-_CHUNK = 4 << 20
-_MAX_SAFETENSORS_HEADER = 100_000_000  # the safetensors format's own limit
-# What a key file is called (keys.save writes key.json by default); no bundle may hold one.
-_KEY_FILE_NAMES = ("*key*.json", "*.key")
+_PENDING_FORMAT = "cipherseg-publish-pending"
 
 
-def publish(store: str, checkpoint: str, bundle: str, *, storage_options: dict | None = None) -> dict[str, Any]:
-    """Copy the encrypted dataset store and checkpoint into ``bundle``; write its manifest last.
+@dataclass(frozen=True)
+class PublishSummary:
+    """What a publish did."""
+
+    bundle: str
+    manifest: Manifest
+    copied: int
+    reused: int
+    removed: tuple[str, ...]
+    left_out: tuple[str, ...]  # what the store folder holds beyond the store's objects
+
+    @property
+    def bytes(self) -> int:
+        return sum(entry.size for entry in self.manifest.objects.values())
+
+
+def publish(
+    store: str, checkpoint: str, bundle: str, key: Key, *, storage_options: Mapping[str, Any] | None = None
+) -> PublishSummary:
+    """Publish the dataset store and checkpoint as the bundle at ``bundle``, signed with ``key``'s signing key.
 
     A bundle is encrypted, or plain (store and checkpoint written without a key: the paper's
-    baseline). Refuses an incomplete store, a store and checkpoint of different keys, a source
-    object named like a key file and a bundle location holding anything but a bundle. Objects
-    already in the bundle with the same size and sha256 are not copied again; objects of an
-    earlier publication that the store no longer has are removed. Returns a summary.
+    baseline), and signed by the owner either way. Refuses an incomplete store, a store and a
+    checkpoint that do not belong together, data of another key than ``key``, a source object
+    holding any form of the key, and a bundle location holding anything no publish put there.
+    Shards unchanged since the last publish are not copied again.
     """
-    options = storage_options or {}
-    store_fs, store_root = url_to_fs(store, **options)
+    options = dict(storage_options or {})
+    store_fs, store_root = open_location(store, options)
+    attributes = read_store_attributes(store_fs, store_root, store)
     checkpoint_fs, checkpoint_path = url_to_fs(checkpoint, **options)
-    fs, root = url_to_fs(bundle, **options)
+    description = describe(attributes, read_checkpoint_metadata(checkpoint_fs, checkpoint_path, checkpoint), store, checkpoint)
+    if attributes.cipher is not None and attributes.cipher.key_id != key.key_id:
+        raise PipelineError(f"{store}: encrypted with key id {attributes.cipher.key_id}, not with the owner's key {key.key_id}")
 
-    description = _describe(
-        _dataset_attrs(store_fs, store_root, store),
-        _checkpoint_metadata(checkpoint_fs, checkpoint_path, checkpoint),
-        store,
-        checkpoint,
-    )
-    sources = {
-        f"{DATASET}/{name}": (store_fs, path, size)
-        for name, (path, size) in _objects(store_fs, store_root).items()
-        if not name.endswith(PARTIAL)  # a temporary an interrupted encrypt run left behind
-    }
-    sources[CHECKPOINT] = (checkpoint_fs, checkpoint_path, checkpoint_fs.size(checkpoint_path))
-    for name in sources:
-        if _looks_like_key_file(name):
-            raise PipelineError(f"{name}: named like a key file; refusing to publish it (from {store} or {checkpoint})")
+    listing = list_objects(store_fs, store_root)
+    expected = attributes.objects()
+    missing = sorted(expected - listing.objects.keys())
+    if missing:
+        raise PipelineError(f"{store}/{missing[0]}: missing ({len(missing)} objects of the store are); run --stage encrypt again")
+    left_out = tuple(sorted(listing.objects.keys() - expected) + listing.problems)
+    records = _shard_digests(store_fs, store_root, store, attributes)
+    sources = {f"{DATASET}/{name}": (store_fs, f"{store_root}/{name}", f"{store}/{name}") for name in expected}
+    sources[CHECKPOINT] = (checkpoint_fs, checkpoint_path, checkpoint)
 
-    present = _objects(fs, root)
-    ours = {BUNDLE_MANIFEST, *sources}
-    foreign = sorted(
-        name for name in present
-        if name not in ours and not name.startswith(f"{DATASET}/") and not name.endswith(PARTIAL)
-    )
+    fs, root = _bundle_location(bundle, options, store_fs, store_root)
+    present = list_objects(fs, root)
+    if present.problems:
+        raise PipelineError(f"{bundle}/{present.problems[0]}; a bundle location holds regular files only")
+    previous_entries = _previous_entries(fs, root, bundle) if MANIFEST in present.objects else {}
+    previous = previous_entries.keys() | _pending_objects(fs, root, bundle, present.objects)
+    temporaries = {name for name in present.objects if is_temporary(name)}
+    ours = previous | sources.keys() | temporaries | {MANIFEST, SIGNATURE, PENDING}
+    foreign = sorted(present.objects.keys() - ours)
     if foreign:
-        raise PipelineError(f"{bundle}: holds {foreign[0]}, which is no part of a bundle; refusing to publish here")
-    if BUNDLE_MANIFEST in present:  # first: a bundle with a manifest must always be complete
-        fs.rm_file(present[BUNDLE_MANIFEST][0])
-    stale = sorted(name for name in present if name not in sources and name != BUNDLE_MANIFEST)
-    for name in stale:
-        fs.rm_file(present[name][0])
+        raise PipelineError(f"{bundle}/{foreign[0]}: no publish put this here; refusing to publish into a folder with other files")
 
-    objects, copied = {}, 0
-    for name, (source_fs, source, size) in sorted(sources.items()):
-        target = f"{root}/{name}"
-        if name in present and present[name][1] == size:
-            entry = _digest(source_fs, source)
-            if _digest(fs, target) == entry:
-                objects[name] = entry
-                continue
-        objects[name] = _copy(source_fs, source, fs, target)
+    # From here on the bundle changes: note first what this publish may write or remove. The manifest
+    # becomes the first note in one rename, so that no bundle with a manifest holds a pending record.
+    if MANIFEST in present.objects:
+        fs.mv(f"{root}/{MANIFEST}", f"{root}/{PENDING}")
+    _write_pending(fs, root, previous | sources.keys())
+    if SIGNATURE in present.objects:
+        fs.rm_file(f"{root}/{SIGNATURE}")
+    stale = sorted((previous & present.objects.keys()) - sources.keys()) + sorted(temporaries)
+    for name in stale:
+        fs.rm_file(f"{root}/{name}")
+
+    patterns = key.secret_patterns()
+    entries, copied = {}, 0
+    for name, (source_fs, source, where) in sorted(sources.items()):
+        recorded = records.get(name)
+        if (
+            recorded is not None
+            and previous_entries.get(name) == recorded
+            and present.objects.get(name) == recorded.size
+            and hash_object(fs, f"{root}/{name}", patterns) == (recorded, [])
+        ):
+            entries[name] = recorded  # the very bytes the last publish copied and checked, still intact
+            continue
+        entries[name] = _copy(source_fs, source, where, fs, f"{root}/{name}", recorded, patterns)
         copied += 1
 
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "tool_version": version("cipherseg"),
-        **description,
-        "objects": objects,
-    }
-    put_atomic(fs, f"{root}/{BUNDLE_MANIFEST}", json.dumps(manifest, indent=2).encode())
-    return {
-        "bundle": bundle,
-        "objects": len(objects),
-        "copied": copied,
-        "removed": len(stale),
-        "bytes": sum(entry["size"] for entry in objects.values()),
-        "key_id": description["cipher"]["key_id"],
-        "splits": description["splits"],
-    }
-
-
-def verify(bundle: str, *, key: Key | None = None, storage_options: dict | None = None) -> dict[str, Any]:
-    """Check a bundle against its manifest; with the owner's ``key``, also that it holds no key material.
-
-    Checks that the manifest lists every object and nothing else is there, every size and sha256,
-    and that the dataset store and checkpoint carry the manifest's key id, cipher spec, splits,
-    source fingerprint, channel order and normalization. With ``key``, every object (the manifest
-    included) is scanned for the secret's bytes and hex string. Raises PipelineError naming every
-    object at fault and its problem; returns a summary.
-    """
-    fs, root = url_to_fs(bundle, **(storage_options or {}))
-    manifest = _read_manifest(fs, root, bundle)
-    listed = manifest["objects"]
-    present = _objects(fs, root)
-
-    problems = [f"{name}: missing from the manifest" for name in REQUIRED if name not in listed]
-    problems += [f"{name}: listed in the manifest but missing" for name in sorted(listed.keys() - present.keys())]
-    if key is not None and key.spec() != manifest["cipher"]:
-        problems.append(f"{BUNDLE_MANIFEST}: published for key {manifest['cipher']}, not this key {key.spec()}")
-    secrets = {"the secret key bytes": key.secret, "the secret key in hex": key.secret.hex().encode()} if key else {}
-    for name, (path, _) in sorted(present.items()):
-        entry, found = _scan(fs, path, secrets)
-        expected = listed.get(name)
-        if name == BUNDLE_MANIFEST:
-            pass  # scanned for the key like every object, but it cannot list its own checksum
-        elif expected is None:
-            problems.append(f"{name}: not listed in the manifest")
-        elif entry["size"] != expected["size"]:
-            problems.append(f"{name}: {entry['size']} bytes, the manifest says {expected['size']}")
-        elif entry["sha256"] != expected["sha256"]:
-            problems.append(f"{name}: sha256 {entry['sha256']} does not match the manifest's {expected['sha256']}")
-        if _looks_like_key_file(name):
-            problems.append(f"{name}: named like a key file")
-        problems += [f"{name}: contains {what}" for what in found]
-    if problems:
-        raise PipelineError(_failure(bundle, problems))
-
-    # The objects are the ones the manifest lists: now their own metadata must agree with it.
-    dataset, checkpoint = f"{bundle}/{DATASET}", f"{bundle}/{CHECKPOINT}"
-    description = _describe(
-        _dataset_attrs(fs, f"{root}/{DATASET}", dataset),
-        _checkpoint_metadata(fs, f"{root}/{CHECKPOINT}", checkpoint),
-        dataset,
-        checkpoint,
+    manifest = Manifest(
+        cipher=description.cipher,
+        channel_order=description.channel_order,
+        normalization=description.normalization,
+        splits=description.splits,
+        objects=entries,
+        signer=key.signer().fingerprint,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        tool_version=version("cipherseg"),
     )
-    problems = [
-        f"{BUNDLE_MANIFEST}: {field} is {manifest[field]!r}, but the bundle's objects say {value!r}"
-        for field, value in description.items()
-        if manifest[field] != value
-    ]
-    if problems:
-        raise PipelineError(_failure(bundle, problems))
-    return {
-        "bundle": bundle,
-        "objects": len(listed),
-        "bytes": sum(entry["size"] for entry in listed.values()),
-        "key_id": manifest["cipher"]["key_id"],
-        "splits": manifest["splits"],
-        "key_checked": key is not None,
-    }
+    data = manifest.to_bytes()
+    scanner = PatternScanner(patterns)
+    scanner.update(data)
+    if scanner.found:  # cannot happen with honest metadata; a last guard before committing
+        raise PipelineError(f"{bundle}/{MANIFEST}: would contain {sorted(scanner.found)[0]}; nothing published")
+    put_atomic(fs, f"{root}/{SIGNATURE}", key.sign(data).to_bytes())
+    fs.rm_file(f"{root}/{PENDING}")
+    put_atomic(fs, f"{root}/{MANIFEST}", data)  # last: the bundle is now complete and signed
+    return PublishSummary(bundle, manifest, copied, len(entries) - copied, tuple(stale), left_out)
 
 
-def _describe(attrs: dict[str, Any], metadata: dict[str, str], store: str, checkpoint: str) -> dict[str, Any]:
-    """The manifest's description of a dataset store and checkpoint, after checking they belong together."""
-    if attrs.get("format") != "cipherseg-dataset":
-        raise PipelineError(f"{store}: not a cipherseg dataset store (format {attrs.get('format')!r})")
-    if attrs.get("complete") is not True:
-        raise PipelineError(f"{store}: the dataset store is incomplete (its encryption did not finish)")
-    if metadata.get("format") != "cipherseg-checkpoint":
-        raise PipelineError(f"{checkpoint}: not a cipherseg checkpoint (format {metadata.get('format')!r})")
+def _shard_digests(fs: AbstractFileSystem, root: str, store: str, attributes) -> dict[str, ObjectEntry]:
+    """The size and sha256 of every shard as its writer recorded them, by bundle object name."""
+    digests = {}
+    for split in attributes.splits:
+        for index in attributes.shards(split):
+            name = shard_record(split, index)
+            where = f"{store}/{name}"
+            record = ShardRecord.parse(parse_json(read_document(fs, f"{root}/{name}", where), where), where)
+            digests.update({f"{DATASET}/{obj}": entry for obj, entry in record.objects.items()})
+    return digests
+
+
+def _bundle_location(bundle: str, options: dict[str, Any], store_fs, store_root: str) -> tuple[AbstractFileSystem, str]:
+    fs, root = url_to_fs(bundle, **options)
+    root = root.rstrip("/")
+    if isinstance(fs, LocalFileSystem):
+        if Path(root).is_symlink() or (Path(root).exists() and not Path(root).is_dir()):
+            raise PipelineError(f"{bundle}: not a folder (a file or a link); a bundle is published into a folder")
+        if isinstance(store_fs, LocalFileSystem):
+            a, b = Path(root).resolve(), Path(store_root).resolve()
+            if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+                raise PipelineError(f"{bundle}: overlaps the dataset store {store_root}; publish to a folder of its own")
+    return fs, root
+
+
+def _previous_entries(fs: AbstractFileSystem, root: str, bundle: str) -> dict[str, ObjectEntry]:
+    """The entries of the manifest of the bundle's last publish."""
+    where = f"{bundle}/{MANIFEST}"
     try:
-        encrypted = attrs["encrypted"]
-        dataset_cipher = {name: attrs[name] for name in ("key_id", "block_size", "negative_positive")}
-        description = {
-            "encrypted": encrypted,
-            "cipher": dataset_cipher,
-            "channel_order": attrs["channel_order"],
-            "splits": attrs["splits"],
-            "source_fingerprint": attrs["source_fingerprint"],
-        }
-    except KeyError as error:
-        raise PipelineError(f"{store}: the dataset store's attributes lack {error}") from None
-    try:  # safetensors metadata holds strings only: numbers, flags and lists are JSON-encoded
-        checkpoint_encrypted = json.loads(metadata["encrypted"])
-        checkpoint_cipher = {  # a plain checkpoint has no cipher: None, as in a plain store
-            "key_id": metadata.get("key_id"),
-            "block_size": int(metadata["block_size"]) if "block_size" in metadata else None,
-            "negative_positive": json.loads(metadata["negative_positive"]) if "negative_positive" in metadata else None,
-        }
-        normalization = {"mean": json.loads(metadata["norm_mean"]), "std": json.loads(metadata["norm_std"])}
-        channel_order = metadata["channel_order"]
-    except KeyError as error:
-        raise PipelineError(f"{checkpoint}: the checkpoint's metadata lacks {error}") from None
-    except (TypeError, ValueError) as error:
-        raise PipelineError(f"{checkpoint}: corrupt checkpoint metadata ({error})") from None
-    if checkpoint_encrypted != encrypted:
-        state = {True: "encrypted", False: "plain"}
-        raise PipelineError(
-            f"{checkpoint}: the checkpoint is {state[checkpoint_encrypted]}, but the dataset store {store} is {state[encrypted]}"
-        )
-    if checkpoint_cipher != dataset_cipher:
-        raise PipelineError(
-            f"{checkpoint}: encrypted for {checkpoint_cipher}, but the dataset store {store} for {dataset_cipher}"
-        )
-    if channel_order != description["channel_order"]:
-        raise PipelineError(
-            f"{checkpoint}: expects {channel_order} images, but the dataset store {store} holds {description['channel_order']}"
-        )
-    return {**description, "normalization": normalization}
+        return Manifest.parse(read_document(fs, f"{root}/{MANIFEST}", where), where).objects
+    except UserError as error:
+        raise PipelineError(f"{error}; not a manifest this publish can replace: remove it by hand") from None
 
 
-def _dataset_attrs(fs: AbstractFileSystem, root: str, store: str) -> dict[str, Any]:
-    """The attributes of the Zarr v3 group at ``root``, read from its zarr.json."""
-    try:
-        document = json.loads(fs.cat_file(f"{root}/zarr.json"))
-    except FileNotFoundError:
-        raise PipelineError(f"{store}: no dataset store here (no zarr.json)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise PipelineError(f"{store}: corrupt zarr.json ({error})") from None
-    if not isinstance(document, dict) or document.get("node_type") != "group":
-        raise PipelineError(f"{store}: not a Zarr v3 group")
-    return document.get("attributes", {})
+def _pending_objects(fs: AbstractFileSystem, root: str, bundle: str, present: Mapping[str, int]) -> set[str]:
+    """What an interrupted publish noted it might write or remove here (its first note: the last manifest)."""
+    if PENDING not in present:
+        return set()
+    where = f"{bundle}/{PENDING}"
+    document = as_object(parse_json(read_document(fs, f"{root}/{PENDING}", where), where), where)
+    if document.get("format") not in (_PENDING_FORMAT, Manifest.FORMAT) or not isinstance(document.get("objects"), (list, dict)):
+        raise PipelineError(f"{where}: not a publish record; remove it if it is not yours")
+    return {name for name in document["objects"] if isinstance(name, str)}
 
 
-def _checkpoint_metadata(fs: AbstractFileSystem, path: str, checkpoint: str) -> dict[str, str]:
-    """The metadata of a safetensors file, read from its header alone (the tensors stay unread)."""
-    try:
-        with fs.open(path, "rb") as f:
-            length = int.from_bytes(f.read(8), "little")
-            if length > _MAX_SAFETENSORS_HEADER:
-                raise ValueError(f"a header of {length} bytes")
-            header = json.loads(f.read(length))
-    except FileNotFoundError:
-        raise PipelineError(f"{checkpoint}: no such checkpoint") from None
-    except ValueError as error:  # json's and unicode's errors included
-        raise PipelineError(f"{checkpoint}: not a safetensors file ({error})") from None
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return metadata if isinstance(metadata, dict) else {}
+def _write_pending(fs: AbstractFileSystem, root: str, names: set[str]) -> None:
+    document = {"format": _PENDING_FORMAT, "objects": sorted(names)}
+    fs.makedirs(root, exist_ok=True)
+    put_atomic(fs, f"{root}/{PENDING}", json.dumps(document, indent=1).encode())
 
 
-def _read_manifest(fs: AbstractFileSystem, root: str, bundle: str) -> dict[str, Any]:
-    path = f"{root}/{BUNDLE_MANIFEST}"
-    try:
-        manifest = json.loads(fs.cat_file(path))
-    except FileNotFoundError:
-        raise PipelineError(f"{bundle}: no {BUNDLE_MANIFEST}: not a bundle, or its publication did not finish") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise PipelineError(f"{bundle}: {BUNDLE_MANIFEST} is not valid JSON ({error})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise PipelineError(f"{bundle}: {BUNDLE_MANIFEST} is not a cipherseg bundle manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise PipelineError(f"{bundle}: manifest format version {manifest.get('format_version')!r} is not supported")
-    fields = ("encrypted", "cipher", "channel_order", "normalization", "splits", "source_fingerprint", "objects")
-    missing = [field for field in fields if field not in manifest]
-    if missing:
-        raise PipelineError(f"{bundle}: {BUNDLE_MANIFEST} lacks {', '.join(missing)}")
-    objects = manifest["objects"]
-    if not isinstance(objects, dict) or not all(
-        isinstance(entry, dict) and isinstance(entry.get("size"), int) and isinstance(entry.get("sha256"), str)
-        for entry in objects.values()
-    ):
-        raise PipelineError(f"{bundle}: {BUNDLE_MANIFEST} has malformed object entries (each needs size and sha256)")
-    return manifest
-
-
-def _objects(fs: AbstractFileSystem, root: str) -> dict[str, tuple[str, int]]:
-    """Every object under ``root``: its name relative to root -> (path, size)."""
-    fs.invalidate_cache(root)  # listings are cached per filesystem instance: see what is there now
-    return {posixpath.relpath(path, root): (path, info["size"]) for path, info in fs.find(root, detail=True).items()}
-
-
-def _chunks(fs: AbstractFileSystem, path: str) -> Iterator[bytes]:
-    with fs.open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            yield chunk
-
-
-def _copy(source_fs: AbstractFileSystem, source: str, fs: AbstractFileSystem, target: str) -> dict[str, Any]:
-    """Stream one object to ``target``, hashing what is copied; its manifest entry."""
+def _copy(
+    source_fs: AbstractFileSystem,
+    source: str,
+    where: str,
+    fs: AbstractFileSystem,
+    target: str,
+    recorded: ObjectEntry | None,
+    patterns: Mapping[str, bytes],
+) -> ObjectEntry:
+    """Copy one object, hashing and scanning it on the way; it appears at ``target`` only if it passed."""
     fs.makedirs(posixpath.dirname(target), exist_ok=True)
-    digest, size = hashlib.sha256(), 0
-    with fs.open(target, "wb") as out:
-        for chunk in _chunks(source_fs, source):
+    with commit_on_success(fs, target) as out:
+        digest, size, scanner = hashlib.sha256(), 0, PatternScanner(patterns)
+        for chunk in read_chunks(source_fs, source):
             digest.update(chunk)
+            scanner.update(chunk)
             out.write(chunk)
             size += len(chunk)
-    return {"size": size, "sha256": digest.hexdigest()}
+        if scanner.found:
+            raise PipelineError(f"{where}: contains {sorted(scanner.found)[0]}; refusing to publish it (nothing was published)")
+        entry = ObjectEntry(size, digest.hexdigest())
+        if recorded is not None and entry != recorded:
+            raise PipelineError(f"{where}: changed since it was written (its completion record differs); run --stage encrypt again to repair it")
+    return entry
 
 
-def _digest(fs: AbstractFileSystem, path: str) -> dict[str, Any]:
-    return _scan(fs, path, {})[0]
-
-
-def _scan(fs: AbstractFileSystem, path: str, patterns: dict[str, bytes]) -> tuple[dict[str, Any], list[str]]:
-    """One object's manifest entry, and which of ``patterns`` (name -> bytes) occur in it."""
-    digest, size, found = hashlib.sha256(), 0, set()
-    overlap = max(map(len, patterns.values()), default=1) - 1
-    tail = b""
-    for chunk in _chunks(fs, path):
-        digest.update(chunk)
-        size += len(chunk)
-        if patterns:
-            # Search the end of the previous chunk too, so a match across a chunk boundary is found.
-            window = tail + chunk
-            found.update(name for name, pattern in patterns.items() if pattern in window)
-            tail = window[-overlap:]
-    return {"size": size, "sha256": digest.hexdigest()}, sorted(found)
-
-
-def _looks_like_key_file(name: str) -> bool:
-    return any(fnmatch.fnmatch(posixpath.basename(name).lower(), pattern) for pattern in _KEY_FILE_NAMES)
-
-
-def _failure(bundle: str, problems: list[str]) -> str:
-    return f"{bundle}: verification failed:\n  " + "\n  ".join(problems)
+def check_published(bundle: str, key: Key, *, storage_options: Mapping[str, Any] | None = None) -> Verified:
+    """The owner's check of a published bundle: signed with ``key``'s signing key, whole, and free of the key."""
+    return verify_bundle(bundle, signer=key.signer(), patterns=key.secret_patterns(), storage_options=storage_options)

@@ -8,12 +8,33 @@ lets the encrypted patch embedding absorb the transform (see pipeline/weights.py
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.keys import Key
+
+
+_MAX_CACHED_WIDTHS = 8
+
+
+def to_blocks(images: np.ndarray, block_size: int) -> np.ndarray:
+    """The canonical block vectors of an NxHxWx3 batch, one row per block: shape (blocks, 3P²).
+
+    The canonical order of a PxPx3 block is (row, column, channel): index (r * P + c) * 3 + ch.
+    Keys (pipeline.keys), the fold into the patch embedding (pipeline.weights) and the audit's
+    attacks all index block vectors this way; :class:`BlockCipher` applies the same transform
+    without materializing the vectors.
+    """
+    n, h, w, _ = images.shape
+    p = block_size
+    return images.reshape(n, h // p, p, w // p, p, 3).transpose(0, 1, 3, 2, 4, 5).reshape(-1, 3 * p * p)
+
+
+def from_blocks(vectors: np.ndarray, shape: tuple[int, ...], block_size: int) -> np.ndarray:
+    """The NxHxWx3 batch of ``shape`` whose canonical block vectors are ``vectors`` (inverse of :func:`to_blocks`)."""
+    n, h, w, _ = shape
+    p = block_size
+    return vectors.reshape(n, h // p, w // p, p, p, 3).transpose(0, 1, 3, 2, 4, 5).reshape(shape)
 
 
 class BlockCipher:
@@ -22,6 +43,9 @@ class BlockCipher:
     def __init__(self, key: Key) -> None:
         self.key = key
         self.block_size = key.block_size
+        # Per image width and direction; an owner's images have one or two widths. Kept with the
+        # instance, so the key lives no longer than the cipher that uses it.
+        self._bands: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray | None]] = {}
 
     def encrypt(self, images: np.ndarray) -> np.ndarray:
         """The encrypted copy of ``images``; H and W must be multiples of the block size."""
@@ -49,7 +73,12 @@ class BlockCipher:
         self.check_shape(images.shape)
         source = np.ascontiguousarray(images)
         result = np.empty_like(source)
-        index, xor = _band_transform(self.key, source.shape[-2], inverse)
+        width = source.shape[-2]
+        if (width, inverse) not in self._bands:
+            if len(self._bands) >= _MAX_CACHED_WIDTHS:
+                self._bands.clear()
+            self._bands[width, inverse] = _band_transform(self.key, width, inverse)
+        index, xor = self._bands[width, inverse]
         # A band is P whole rows: contiguous, and every block of it is transformed by one
         # precomputed gather. The per-band index stays in cache, so this runs at memory speed.
         band = index.size
@@ -60,7 +89,6 @@ class BlockCipher:
         return result
 
 
-@lru_cache(maxsize=32)
 def _band_transform(key: Key, width: int, inverse: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Gather index and XOR mask that transform one band of P rows of a ``width``-wide image.
 
@@ -68,6 +96,7 @@ def _band_transform(key: Key, width: int, inverse: bool) -> tuple[np.ndarray, np
     Decryption: out[pos(b, j)] = in[pos(b, inv[j])] XOR 255 where flip[inv[j]].
     """
     p = key.block_size
+    # Where each canonical position (to_blocks) of a block lies in a band of P rows of the image.
     rows, cols, channels = np.unravel_index(np.arange(key.vector_length), (p, p, 3))
     offset_in_block = (rows * width + cols) * 3 + channels
     block_starts = np.arange(width // p) * p * 3

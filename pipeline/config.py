@@ -1,19 +1,22 @@
 """Options of the owner-side command line: defaults under data/, a TOML config file, flags on top.
 
-The storage stages have their own roots (see data/README.md): ``data/raw`` holds plain input,
-``data/owner`` the key and private working state, ``data/bundle`` what the cloud may read,
-``data/cloud`` what the cloud writes.
+Every value is parsed once, here, into its type (``8,4,2`` into three counts, ``fail`` into
+:class:`pipeline.errors.OnError`), with one error naming the option and where it came from; the
+stages only read typed values. The storage stages have their own roots (see data/README.md):
+``data/raw`` holds plain input, ``data/owner`` the key and private working state, ``data/bundle``
+what the cloud may read, ``data/cloud`` what the cloud writes.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PipelineError
+from pipeline.errors import OnError, PipelineError
 
 DEFAULT_ARCH = "vit_tiny_patch16_384"
 
@@ -24,27 +27,29 @@ class Options:
 
     raw: str = "data/raw/cityscapes"
     key: str | None = None  # default: data/owner/key.json (see key_path); verify uses a key only if given
+    signer: str | None = None  # default: signer.json beside the key (see signer_path)
     store: str = "data/owner/dataset.zarr"
     arch: str = DEFAULT_ARCH
     weights: str | None = None  # default: data/raw/weights/<arch>.safetensors
     encrypted_weights: str = "data/owner/backbone.safetensors"
     bundle: str = "data/bundle"
     checkpoint: str | None = None
-    out: str | None = None
-    query: list[str] | None = None
+    out: str | None = None  # the output of the stages that write one file tree or file
+    query: tuple[str, ...] = ()
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     scheduler: str | None = None
-    on_error: str = "fail"
+    on_error: OnError = OnError.FAIL
     shard_size: int = 8
     plain: bool = False
-    names: str | None = None
+    names: tuple[str, ...] | None = None
     audit_images: int = 8
     block_size: int = 16
     negative_positive: bool = False
     seed: int = 0
     copies: int = 1
-    sample_counts: str = "8,4,2"
-    sample_size: str = "256x512"
+    sample_counts: tuple[int, int, int] = (8, 4, 2)  # train, val, test
+    sample_size: tuple[int, int] = (256, 512)  # height, width
+    demo: bool = False
     storage_options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -52,15 +57,90 @@ class Options:
         return self.key or "data/owner/key.json"
 
     @property
+    def signer_path(self) -> str:
+        return self.signer or str(Path(self.key_path).parent / "signer.json")
+
+    @property
     def weights_path(self) -> str:
         return self.weights or f"data/raw/weights/{self.arch}.safetensors"
 
 
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected text")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _integer(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        number = int(value) if isinstance(value, str) and value.strip().lstrip("-").isdigit() else value
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise ValueError("expected a whole number")
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return number
+
+    return parse
+
+
+def _integers(count: int, separator: str, minimum: int) -> Callable[[Any], tuple[int, ...]]:
+    def parse(value: Any) -> tuple[int, ...]:
+        parts = value.split(separator) if isinstance(value, str) else value
+        if not isinstance(parts, (list, tuple)) or len(parts) != count:
+            raise ValueError(f"expected {count} whole numbers separated by {separator!r}")
+        return tuple(_integer(minimum)(part) for part in parts)
+
+    return parse
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    parts = value.split(",") if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)) or not all(isinstance(part, str) for part in parts):
+        raise ValueError("expected names separated by ','")
+    return tuple(part for part in parts if part)
+
+
+def _storage_options(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("expected a table of fsspec options")
+    return value
+
+
+def _on_error(value: Any) -> OnError:
+    try:
+        return OnError(value)
+    except ValueError:
+        raise ValueError("expected 'fail' or 'skip'") from None
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "workers": _integer(1),
+    "on_error": _on_error,
+    "shard_size": _integer(1),
+    "plain": _flag,
+    "names": _names,
+    "query": _names,
+    "audit_images": _integer(2),
+    "block_size": _integer(1),
+    "negative_positive": _flag,
+    "seed": _integer(0),
+    "copies": _integer(1),
+    "sample_counts": _integers(3, ",", 0),
+    "sample_size": _integers(2, "x", 1),
+    "demo": _flag,
+    "storage_options": _storage_options,
+}
 OPTION_NAMES = tuple(f.name for f in fields(Options))
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Options from a TOML file whose top-level keys are option names (``-`` or ``_``)."""
+    """Options from a TOML file whose top-level keys are option names (``-`` or ``_``), unparsed."""
     path = Path(path)
     try:
         document = tomllib.loads(path.read_text())
@@ -76,28 +156,15 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 def resolve(config: str | Path | None, flags: dict[str, Any]) -> Options:
-    """Defaults, overridden by the config file, overridden by flags that were given (not None)."""
-    values = load_config(config) if config else {}
-    values.update({name: value for name, value in flags.items() if value is not None})
-    options = Options()
-    try:
-        options = replace(options, **values)
-    except TypeError as error:
-        raise PipelineError(f"bad option: {error}") from None
-    for f in fields(Options):
-        _check_type(f.name, getattr(options, f.name), getattr(Options(), f.name), config)
-    if options.on_error not in ("fail", "skip"):
-        raise PipelineError(f"--on-error must be 'fail' or 'skip', not {options.on_error!r}")
-    if options.workers < 1:
-        raise PipelineError(f"--workers must be at least 1, not {options.workers}")
-    return options
-
-
-def _check_type(name: str, value: Any, default: Any, config: str | Path | None) -> None:
-    if value is None or default is None:
-        return
-    if type(value) is not type(default):
-        where = f"{config}: " if config else ""
-        raise PipelineError(
-            f"{where}option {name} must be {type(default).__name__}, not {type(value).__name__}"
-        )
+    """Defaults, overridden by the config file, overridden by flags that were given (not None); every
+    value parsed into its type, or a PipelineError naming the option and where it came from."""
+    values = {name: (value, f"{config}: option {name.replace('_', '-')}") for name, value in
+              (load_config(config) if config else {}).items()}  # fmt: skip
+    values.update({name: (value, f"--{name.replace('_', '-')}") for name, value in flags.items() if value is not None})
+    parsed = {}
+    for name, (value, where) in values.items():
+        try:
+            parsed[name] = PARSERS.get(name, _text)(value)
+        except ValueError as error:
+            raise PipelineError(f"{where} {value!r}: {error}") from None
+    return replace(Options(), **parsed)

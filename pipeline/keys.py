@@ -1,33 +1,43 @@
-"""The owner's secret key: generation, the key file, the public key id and the key-derived transform.
+"""The owner's secret key: generation, the key file, the public key id, the key-derived transform and
+the owner's signing key.
 
 A key is 256 random bits plus the cipher settings it is used with. Everything secret-dependent
 is drawn from a keyed CSPRNG stream (HMAC-SHA256 in counter mode), so the same key gives the
 same permutation on every machine and Python version, and distinct purposes (permutation,
-negative-positive mask, key id) use domain-separated labels.
+negative-positive mask, key id) use domain-separated labels. The Ed25519 key that signs the
+owner's bundles is derived from the same secret (HKDF-SHA256): the owner guards one file.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from contract.bundle import MANIFEST, PENDING, SIGNATURE
+from contract.formats import CipherSpec
+from contract.signing import Signature, Signer
 from pipeline.errors import PipelineError
 
 KEY_FORMAT = "cipherseg-key"
 KEY_VERSION = 1
 SECRET_BYTES = 32
 DEFAULT_BLOCK_SIZE = 16
-# The published bundle is recognised by its manifest; a key must never be written inside one.
-BUNDLE_MANIFEST = "manifest.json"
+# What marks a folder as a dataset store or a bundle: a key file must never be written inside one.
+_STORE_OR_BUNDLE_MARKERS = ("zarr.json", MANIFEST, SIGNATURE, PENDING)
 
 
 @dataclass(frozen=True)
@@ -72,13 +82,43 @@ class Key:
         words = _keystream(self.secret, f"negative-positive/{self.block_size}")
         return np.array([next(words) & 1 for _ in range(self.vector_length)], dtype=bool)
 
-    def spec(self) -> dict[str, object]:
+    def spec(self) -> CipherSpec:
         """The public description of the cipher this key defines (no secret)."""
-        return {
-            "key_id": self.key_id,
-            "block_size": self.block_size,
-            "negative_positive": self.negative_positive,
-        }
+        return CipherSpec(self.key_id, self.block_size, self.negative_positive)
+
+    def _signing_key(self) -> Ed25519PrivateKey:
+        seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"cipherseg/v1/signing-key").derive(self.secret)
+        return Ed25519PrivateKey.from_private_bytes(seed)
+
+    def signer(self) -> Signer:
+        """The owner's public verification key: what the cloud is given to check the owner's bundles."""
+        return Signer(self._signing_key().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+    def sign(self, message: bytes) -> Signature:
+        """The owner's Ed25519 signature of ``message`` (a manifest's bytes)."""
+        return Signature(self.signer().fingerprint, self._signing_key().sign(message))
+
+    def secret_patterns(self) -> dict[str, bytes]:
+        """Every form in which this key's secrets could leak into a file: the secret and the signing
+        seed as raw bytes, hex (lower and upper case) and base64 (standard and URL-safe, at each of the
+        three byte alignments a longer base64 text can give them; padding never enters the pattern)."""
+        patterns = {}
+        for name, value in (("the secret key", self.secret), ("the signing key", self._signing_seed())):
+            patterns[f"{name} bytes"] = value
+            patterns[f"{name} in hex"] = value.hex().encode()
+            patterns[f"{name} in upper-case hex"] = value.hex().upper().encode()
+            for alignment in range(3):
+                encoded = base64.b64encode(bytes(alignment) + value)
+                # Characters wholly inside the secret's bits: 6-bit groups from the end of the prefix
+                # to the start of the partial group at the secret's end.
+                first, last = -(-8 * alignment // 6), (8 * (alignment + len(value))) // 6
+                core = encoded[first:last]
+                patterns[f"{name} in base64 (alignment {alignment})"] = core
+                patterns[f"{name} in URL-safe base64 (alignment {alignment})"] = core.translate(_URLSAFE)
+        return patterns
+
+    def _signing_seed(self) -> bytes:
+        return self._signing_key().private_bytes_raw()
 
 
 def generate(block_size: int = DEFAULT_BLOCK_SIZE, negative_positive: bool = False) -> Key:
@@ -86,21 +126,28 @@ def generate(block_size: int = DEFAULT_BLOCK_SIZE, negative_positive: bool = Fal
     return Key(secrets.token_bytes(SECRET_BYTES), block_size, negative_positive)
 
 
-def save(key: Key, path: str | Path) -> Path:
+def save(key: Key, path: str | Path, *, not_inside: Iterable[str | Path] = ()) -> Path:
     """Write ``key`` to a new file readable by its owner only (mode 0600).
 
-    Refuses to overwrite an existing key and to write inside a published bundle.
+    Refuses to overwrite an existing key, and to write inside a dataset store or a bundle: any folder
+    holding a Zarr or bundle marker, named ``*.zarr``, or listed in ``not_inside`` (the configured
+    store and bundle, which may not exist yet). Publishing and encrypting remove objects there.
     """
     path = Path(path)
+    forbidden = {Path(p).resolve() for p in not_inside if "://" not in str(p)}
     for parent in path.resolve().parents:
-        if (parent / BUNDLE_MANIFEST).exists():
-            raise PipelineError(f"{path}: refusing to write a key inside the bundle at {parent}")
+        if (
+            parent in forbidden
+            or parent.suffix == ".zarr"
+            or any((parent / marker).exists() for marker in _STORE_OR_BUNDLE_MARKERS)
+        ):
+            raise PipelineError(f"{path}: inside the dataset store or bundle {parent}; keep the key outside them")
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "format": KEY_FORMAT,
         "version": KEY_VERSION,
         "secret": key.secret.hex(),
-        **key.spec(),
+        **key.spec().to_json(),
     }
     try:
         # O_EXCL: never replace a key (its data would become undecryptable); 0600 from creation on.
@@ -137,6 +184,9 @@ def load(path: str | Path) -> Key:
     if document.get("key_id") != key.key_id:
         raise PipelineError(f"{path}: corrupt key file (its key id does not match its secret)")
     return key
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def _keystream(secret: bytes, label: str) -> Iterator[int]:

@@ -1,48 +1,70 @@
 """The user's side of serving: encrypt query images before they go to the cloud.
 
-Images are PNG files read as RGB; the encrypted images are written as PNG so that reading them
-back as RGB gives the ciphertext the cloud's model expects (the bundle's channel order is RGB).
+A query is what the encrypt stage accepts: an 8-bit RGB PNG whose sides are multiples of the block
+size. The encrypted image is written as PNG (lossless: the ciphertext must survive byte for byte),
+so that reading it back as RGB gives the ciphertext the cloud's model expects, and names its cipher
+(public: the key id and settings) in a text chunk, which the cloud checks against its model.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from contract.formats import QUERY_TAG, CipherSpec
 
 from pipeline.cipher import BlockCipher
 from pipeline.errors import PipelineError
+from pipeline.inputs import PNG_HEADER_BYTES, image_problem, png_header
 from pipeline.keys import Key
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An HxWx3 uint8 RGB image from an image file; PipelineError naming the file otherwise."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+def read_query(path: str | Path, block_size: int) -> np.ndarray:
+    """An HxWx3 uint8 RGB image from a query file; PipelineError naming the file and the problem."""
+    path = Path(path)
+    if path.is_dir():
+        raise PipelineError(f"{path}: a directory, not an image file")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise PipelineError(f"{path}: cannot read ({error.strerror})") from None
+    problem = image_problem(png_header(data[:PNG_HEADER_BYTES]), block_size)
+    if problem:
+        raise PipelineError(f"{path}: {problem}")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
     if image is None:
-        raise PipelineError(f"{path}: not a readable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        raise PipelineError(f"{path}: cannot decode PNG (truncated or corrupt)")
+    return image
 
 
-def write_rgb(path: str | Path, image: np.ndarray) -> Path:
-    """Write an RGB image as PNG (lossless: the ciphertext must survive byte for byte)."""
+def write_rgb(path: str | Path, image: np.ndarray, cipher: CipherSpec | None = None) -> Path:
+    """Write an RGB image as PNG, naming ``cipher`` in its text chunk when given."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise PipelineError(f"{path}: could not write the image")
+    info = PngInfo()
+    if cipher is not None:
+        info.add_text(QUERY_TAG, json.dumps(cipher.to_json()))
+    try:
+        Image.fromarray(image, "RGB").save(path, format="PNG", pnginfo=info, compress_level=1)
+    except OSError as error:
+        raise PipelineError(f"{path}: could not write the image ({error})") from None
     return path
 
 
 def encrypt_queries(images: Sequence[str | Path], key: Key, out: str | Path) -> list[Path]:
-    """Encrypt each query image with ``key`` into ``out/<name>.png``; returns the written paths."""
+    """Encrypt each query image with ``key`` into ``out/<name>.png``; returns the written paths.
+
+    Every query is checked before any is written.
+    """
+    plain = [read_query(path, key.block_size) for path in images]
     cipher = BlockCipher(key)
-    written = []
-    for path in map(Path, images):
-        plain = read_rgb(path)
-        try:
-            encrypted = cipher.encrypt(plain)
-        except PipelineError as error:
-            raise PipelineError(f"{path}: {error}") from None
-        written.append(write_rgb(Path(out) / f"{path.stem}.png", encrypted))
-    return written
+    return [
+        write_rgb(Path(out) / f"{Path(path).stem}.png", cipher.encrypt(image), key.spec())
+        for path, image in zip(images, plain)
+    ]

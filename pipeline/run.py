@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from contract.errors import run_reporting
 from pipeline.config import Options, resolve
 from pipeline.errors import PipelineError
 
@@ -22,10 +23,12 @@ def stage_sample(o: Options) -> None:
     """Generate the synthetic Cityscapes sample and a random-init timm checkpoint."""
     from pipeline import sample
 
-    counts = dict(zip(("train", "val", "test"), _ints(o.sample_counts, ",", "sample-counts", 3)))
-    size = tuple(_ints(o.sample_size, "x", "sample-size", 2))
-    paths = sample.write_sample(o.raw, counts=counts, size=size, seed=o.seed)
+    counts = dict(zip(("train", "val", "test"), o.sample_counts))
+    paths = sample.write_sample(o.raw, counts=counts, size=o.sample_size, seed=o.seed)
     log.info("wrote %d sample images under %s", len(paths), o.raw)
+    if o.weights is None and o.raw != Options.raw:  # only under the paths it was given
+        log.info("no --weights given: no stand-in checkpoint written")
+        return
     sample.write_random_vit(o.weights_path, o.arch, seed=o.seed)
     log.info("wrote a random-init %s checkpoint to %s", o.arch, o.weights_path)
 
@@ -43,17 +46,21 @@ def stage_augment(o: Options) -> None:
 
 def stage_keygen(o: Options) -> None:
     """Create a new secret key file (mode 0600); never overwrites one."""
+    from contract.signing import save_signer
     from pipeline import keys
 
-    key = keys.save(keys.generate(o.block_size, o.negative_positive), o.key_path)
-    log.info("wrote a new key to %s (key id %s)", key, keys.load(key).key_id)
+    key = keys.generate(o.block_size, o.negative_positive)
+    path = keys.save(key, o.key_path, not_inside=(o.store, o.bundle))
+    signer = save_signer(key.signer(), o.signer_path)
+    log.info("wrote a new key to %s (key id %s); keep it secret", path, key.key_id)
+    log.info("wrote the owner's public signer file to %s: give it to the cloud with every bundle", signer)
 
 
 def stage_encrypt(o: Options) -> None:
     """Encrypt the raw Cityscapes tree into the dataset store (Dask; resumes an interrupted run)."""
-    from pipeline import dataset, keys
+    from pipeline import encrypt, keys
 
-    summary = dataset.encrypt_dataset(
+    summary = encrypt.encrypt_dataset(
         o.raw,
         o.store,
         None if o.plain else keys.load(o.key_path),
@@ -68,18 +75,17 @@ def stage_encrypt(o: Options) -> None:
         summary.store, ", ".join(f"{n} {split}" for split, n in summary.samples.items()),
         summary.shards_written, summary.shards_reused, len(summary.skipped),
     )
-    for entry in summary.skipped:
-        log.warning("skipped %s: %s", entry["file"], entry["reason"])
+    for skip in summary.skipped:
+        log.warning("skipped %s: %s", skip.file, skip.reason)
 
 
 def stage_decrypt(o: Options) -> None:
     """Decrypt samples of the dataset store back to PNGs under --out (--names: some of them)."""
-    from pipeline import dataset, keys
+    from pipeline import export, keys
 
     if not o.out:
         raise PipelineError("--stage decrypt needs --out (a folder for the decrypted PNGs)")
-    names = [name for name in o.names.split(",") if name] if o.names else None
-    paths = dataset.decrypt_samples(o.store, keys.load(o.key_path), o.out, names=names, storage_options=o.storage_options)
+    paths = export.decrypt_samples(o.store, keys.load(o.key_path), o.out, names=o.names, storage_options=o.storage_options)
     log.info("wrote %d decrypted images under %s", len(paths), o.out)
 
 
@@ -119,41 +125,48 @@ def stage_encrypt_query(o: Options) -> None:
 
     if not o.query:
         raise PipelineError("--stage encrypt-query needs --query IMAGE [IMAGE ...]")
-    for path in o.query:
-        _require(path, "a query image (--query)")
     out = o.out or "data/cloud/queries"
     written = query.encrypt_queries(o.query, keys.load(o.key_path), out)
     log.info("wrote %d encrypted queries to %s", len(written), out)
 
 
 def stage_publish(o: Options) -> None:
-    """Publish the encrypted store and checkpoint as the cloud's bundle, then scan it for the key."""
+    """Publish the store and checkpoint as the cloud's bundle, signed by the owner and free of the key."""
+    from contract.signing import save_signer
     from pipeline import bundle, keys
 
-    summary = bundle.publish(o.store, o.encrypted_weights, o.bundle, storage_options=o.storage_options)
+    key = keys.load(o.key_path)
+    signer = save_signer(key.signer(), o.signer_path)  # first: what the cloud checks the bundle with
+    summary = bundle.publish(o.store, o.encrypted_weights, o.bundle, key, storage_options=o.storage_options)
+    for name in summary.left_out:
+        log.warning("left out of the bundle (no part of the dataset store): %s/%s", o.store, name)
     log.info(
-        "published %d objects to %s (%d copied, %d stale removed)",
-        summary["objects"], o.bundle, summary["copied"], summary["removed"],
+        "published %d objects (%.1f MiB) to %s: %d copied, %d unchanged, %d stale removed; signed by owner %s",
+        len(summary.manifest.objects), summary.bytes / 2**20, o.bundle, summary.copied, summary.reused,
+        len(summary.removed), summary.manifest.signer,
     )
-    if o.plain:  # the baseline's bundle: made without a key, so there is none to check it against
-        bundle.verify(o.bundle, storage_options=o.storage_options)
-        log.info("verified %s: every checksum matches", o.bundle)
-        return
-    bundle.verify(o.bundle, key=keys.load(o.key_path), storage_options=o.storage_options)
-    log.info("verified %s: every checksum matches and no object holds the key", o.bundle)
+    print(
+        f"\nGive the cloud these two, and nothing else:\n"
+        f"  the bundle       {o.bundle}\n"
+        f"  the signer file  {signer}  (public: lets the cloud check the bundle is yours)\n"
+        f"The key file {o.key_path} stays with the owner and the users who encrypt queries."
+    )
 
 
 def stage_verify(o: Options) -> None:
-    """Check a bundle's checksums and metadata (the cloud's first step); with --key, scan it for the key."""
+    """Check a bundle (the cloud's first step): with --signer, that the owner signed it; always, that it is whole.
+
+    With --key (the owner), the bundle is checked against the key's own signer and scanned for the key."""
+    from contract.bundle import verify_bundle
+    from contract.signing import load_signer
     from pipeline import bundle, keys
 
-    key = keys.load(o.key) if o.key else None  # only with --key: the cloud has none
-    summary = bundle.verify(o.bundle, key=key, storage_options=o.storage_options)
-    log.info(
-        "verified %s: %d objects, key id %s, splits %s%s",
-        o.bundle, summary["objects"], summary["key_id"], summary["splits"],
-        ", no key material" if key else " (no --key: key scan skipped)",
-    )
+    if o.key:
+        verified = bundle.check_published(o.bundle, keys.load(o.key), storage_options=o.storage_options)
+        log.info("%s; no object holds any form of the key", verified.summary())
+        return
+    signer = load_signer(o.signer) if o.signer else None
+    log.info("%s", verify_bundle(o.bundle, signer=signer, storage_options=o.storage_options).summary())
 
 
 def stage_audit(o: Options) -> None:
@@ -171,19 +184,18 @@ def stage_audit(o: Options) -> None:
 
 
 def stage_all(o: Options) -> None:
-    """Sample and key when missing, then encrypt, encrypt-weights, publish (and verify)."""
-    if not Path(o.raw).exists():
-        stage_sample(o)
-    if not Path(o.key_path).exists():
-        stage_keygen(o)
+    """The owner's whole job: encrypt, encrypt-weights, publish (the sample and a key first, on the sample's paths)."""
+    demo = o.demo or (o.raw, o.key, o.weights) == (Options.raw, None, None)
+    if demo:  # the generated sample and a new key, only where the defaults say (or with --demo)
+        if not Path(o.raw).exists():
+            stage_sample(o)
+        if not Path(o.key_path).exists():
+            stage_keygen(o)
+    for path, what in ((o.raw, "--raw"), (o.key_path, "--key"), (o.weights_path, "--weights")):
+        _require(path, f"{what}; --stage all generates the sample and a key only on the default paths or with --demo")
     for name in ALL:
         log.info("stage %s", name)
         STAGES[name](o)
-    print(
-        f"\nThe bundle is ready at {o.bundle}\n"
-        f"Give the cloud the bundle location only:  python -m training.train CONFIG --bundle {o.bundle}\n"
-        f"The key stays with the owner and the users: {o.key_path}"
-    )
 
 
 STAGES: dict[str, Callable[[Options], None]] = {
@@ -209,16 +221,6 @@ def _require(path: str, what: str) -> None:
         raise PipelineError(f"{path}: not found; this is {what}")
 
 
-def _ints(text: str, sep: str, name: str, count: int) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(sep)]
-    except ValueError:
-        values = []
-    if len(values) != count or min(values) < 0:
-        raise PipelineError(f"--{name} {text!r}: expected {count} non-negative integers separated by {sep!r}")
-    return values
-
-
 def parser() -> argparse.ArgumentParser:
     stages = "\n".join(f"  {name:16s} {fn.__doc__.splitlines()[0]}" for name, fn in STAGES.items())
     p = argparse.ArgumentParser(
@@ -232,6 +234,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="TOML file of options; flags override it")
     p.add_argument("--raw", metavar="PATH|URL", help="Cityscapes root with leftImg8bit/ and gtFine/")
     p.add_argument("--key", metavar="PATH", help="the owner's secret key file")
+    p.add_argument("--signer", metavar="PATH", help="the owner's public signer file (default: signer.json beside the key)")
     p.add_argument("--store", metavar="PATH|URL", help="the encrypted dataset store (Zarr)")
     p.add_argument("--weights", metavar="PATH", help="source timm checkpoint (plain, pretrained)")
     p.add_argument("--arch", metavar="NAME", help="timm architecture of --weights")
@@ -240,19 +243,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", metavar="PATH", help="a fine-tuned checkpoint: encrypted for decrypt-weights, plain for encrypt-weights")
     p.add_argument("--query", nargs="+", metavar="IMAGE", help="encrypt-query: the user's images")
     p.add_argument("--out", metavar="PATH", help="output of augment, decrypt, decrypt-weights, encrypt-weights --checkpoint, encrypt-query, audit")
-    p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: all cores)")
+    p.add_argument("--workers", metavar="N", help="local worker processes (default: all cores)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, tcp://host:port")
-    p.add_argument("--on-error", choices=("fail", "skip"), help="bad input files: stop, or skip and record")
-    p.add_argument("--shard-size", type=int, metavar="N", help="encrypt: images per Zarr shard (one Dask task each)")
+    p.add_argument("--on-error", metavar="fail|skip", help="bad input files: stop, or skip and record")
+    p.add_argument("--shard-size", metavar="N", help="encrypt: images per Zarr shard (one Dask task each)")
     p.add_argument("--plain", action="store_true", default=None, help="encrypt, encrypt-weights, publish: without a key (the baseline)")
     p.add_argument("--names", metavar="A,B,...", help="decrypt: the samples to export (default: all)")
-    p.add_argument("--audit-images", type=int, metavar="N", help="audit: how many images of --raw's val split to measure on")
-    p.add_argument("--block-size", type=int, metavar="P", help="keygen: block size (the ViT patch size)")
+    p.add_argument("--audit-images", metavar="N", help="audit: how many images of --raw's val split to measure on")
+    p.add_argument("--block-size", metavar="P", help="keygen: block size (the ViT patch size)")
     p.add_argument("--negative-positive", action="store_true", default=None, help="keygen: also invert key-chosen positions")
-    p.add_argument("--seed", type=int, help="sample, augment: random seed")
-    p.add_argument("--copies", type=int, metavar="N", help="augment: augmented copies of each training image")
+    p.add_argument("--seed", help="sample, augment: random seed")
+    p.add_argument("--copies", metavar="N", help="augment: augmented copies of each training image")
     p.add_argument("--sample-counts", metavar="TRAIN,VAL,TEST", help="sample: images per split")
     p.add_argument("--sample-size", metavar="HxW", help="sample: image size")
+    p.add_argument("--demo", action="store_true", default=None, help="all: generate the sample and a key where missing")
     return p
 
 
@@ -260,14 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(parser().parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     stage, config = args.pop("stage"), args.pop("config")
-    try:
+
+    def run() -> None:
         if stage not in STAGES:
             raise PipelineError(f"unknown stage {stage!r}; the stages are: {', '.join(STAGES)}")
         STAGES[stage](resolve(config, args))
-    except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_reporting(run)
 
 
 if __name__ == "__main__":

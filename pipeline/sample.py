@@ -108,10 +108,12 @@ def write_sample(
     return written
 
 
-def write_random_vit(path: str | Path, arch: str, *, seed: int = 0) -> Path:
-    """Write a random-init timm ViT checkpoint (safetensors, timm key names) in place of a downloaded pretrained one.
+def write_random_vit(path: str | Path, arch: str, *, seed: int = 0, img_size: int | None = None) -> Path:
+    """Write a random-init timm ViT or BEiT checkpoint (safetensors, timm key names) in place of a downloaded pretrained one.
 
-    The tensors depend only on (arch, seed); the caller's torch RNG is left untouched. Needs no network.
+    ``img_size`` stands in for a model pretrained at that resolution instead of the arch's own: the
+    grids of its position embedding or, for a BEiT, relative position bias tables follow it. The
+    tensors depend only on (arch, seed, img_size); the caller's torch RNG is left untouched. Needs no network.
     """
     import timm
     import torch
@@ -121,7 +123,7 @@ def write_random_vit(path: str | Path, arch: str, *, seed: int = 0) -> Path:
         raise PipelineError(f"timm does not know the architecture {arch!r}")
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
         torch.manual_seed(seed)
-        model = timm.create_model(arch, pretrained=False)
+        model = timm.create_model(arch, pretrained=False, **({} if img_size is None else {"img_size": img_size}))
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -24,16 +24,18 @@ encrypted images then follows exactly the trajectory of training the plain model
 same way, on plain images. Per-channel scales would make it a non-orthogonal one, and the two
 trajectories would drift apart from the first update on.
 
-The owner side never imports mmseg: weights are renamed to mmseg's VisionTransformer layout here.
+The fold needs a first layer that sees each PxP block alone: a non-overlapping patch embedding. The
+timm architectures with one that mmseg has a backbone for are ViTs (mmseg's VisionTransformer) and
+BEiTs (mmseg's BEiT, whose relative position bias acts after the patch embedding); any other is
+refused, naming its first layer. The owner side never imports mmseg: weights are renamed to mmseg's
+layout here, and the checkpoint's metadata names that layout for the cloud's check.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import pickle
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,21 +44,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from contract.formats import CheckpointMetadata, FormatError, ModelProvenance, Normalization, describe_cipher
 from pipeline.errors import PipelineError
 from pipeline.keys import Key
 from pipeline.storage import atomic_path
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """Per-channel mean and std of RGB images on the 0-255 scale."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def uniform(self) -> Normalization:
-        """One mean and one std for all channels: the cloud's normalization (see the module docstring)."""
-        return Normalization((float(np.mean(self.mean)),) * 3, (float(np.mean(self.std)),) * 3)
 
 
 def pretrained_normalization(arch: str) -> Normalization:
@@ -65,16 +56,19 @@ def pretrained_normalization(arch: str) -> Normalization:
     return Normalization(tuple(255.0 * m for m in config.mean), tuple(255.0 * s for s in config.std))
 
 
-FORMAT = "cipherseg-checkpoint"
-FORMAT_VERSION = "1"
-LAYOUT = "mmseg.VisionTransformer"
 PATCH_WEIGHT = "patch_embed.projection.weight"
 PATCH_BIAS = "patch_embed.projection.bias"
+BEIT_LAYOUT = CheckpointMetadata.BEIT_LAYOUT
 
-# timm VisionTransformer name -> mmseg VisionTransformer name (full matches, in order).
-_TIMM_TO_MMSEG = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
+
+def _renames(*pairs: tuple[str, str]) -> tuple[tuple[re.Pattern, str], ...]:
+    return tuple((re.compile(pattern), replacement) for pattern, replacement in pairs)
+
+
+# timm name -> mmseg name (full matches, in order), by the layout the metadata names: mmseg's
+# vit2mmseg and beit2mmseg converters.
+_TIMM_TO_MMSEG = {
+    CheckpointMetadata.LAYOUT: _renames(
         (r"(cls_token|pos_embed)", r"\1"),
         (r"patch_embed\.proj\.(weight|bias)", r"patch_embed.projection.\1"),
         (r"blocks\.(\d+)\.norm([12])\.(weight|bias)", r"layers.\1.ln\2.\3"),
@@ -83,26 +77,35 @@ _TIMM_TO_MMSEG = tuple(
         (r"blocks\.(\d+)\.mlp\.fc1\.(weight|bias)", r"layers.\1.ffn.layers.0.0.\2"),
         (r"blocks\.(\d+)\.mlp\.fc2\.(weight|bias)", r"layers.\1.ffn.layers.1.\2"),
         (r"norm\.(weight|bias)", r"ln1.\1"),
-    )
-)
+    ),
+    BEIT_LAYOUT: _renames(
+        (r"cls_token", r"cls_token"),
+        (r"patch_embed\.proj\.(weight|bias)", r"patch_embed.projection.\1"),
+        (r"blocks\.(\d+)\.(gamma_[12])", r"layers.\1.\2"),
+        (r"blocks\.(\d+)\.norm([12])\.(weight|bias)", r"layers.\1.ln\2.\3"),
+        (r"blocks\.(\d+)\.attn\.(q_bias|v_bias|relative_position_bias_table)", r"layers.\1.attn.\2"),
+        (r"blocks\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)", r"layers.\1.attn.\2.\3"),
+        (r"blocks\.(\d+)\.mlp\.fc1\.(weight|bias)", r"layers.\1.ffn.layers.0.0.\2"),
+        (r"blocks\.(\d+)\.mlp\.fc2\.(weight|bias)", r"layers.\1.ffn.layers.1.\2"),
+    ),
+}
+# The timm classes whose checkpoints convert, and the layout each converts to.
+_LAYOUTS = ((timm.models.VisionTransformer, CheckpointMetadata.LAYOUT), (timm.models.Beit, BEIT_LAYOUT))
+# Weights whose grid follows the pretraining resolution, which mmseg resamples to its own.
+_RESAMPLED = re.compile(r"pos_embed|.*\.relative_position_bias_table")
 # Classifier weights: a segmentation backbone has no use for them.
 _CLASSIFIER = re.compile(r"(head|fc_norm)\..*")
 
 
 def load_timm_checkpoint(path: str | Path, arch: str) -> dict[str, torch.Tensor]:
-    """The state dict of a timm ViT checkpoint (.safetensors, .pth/.bin, JAX .npz), checked against ``arch``.
+    """The state dict of a timm ViT or BEiT checkpoint (.safetensors, .pth/.bin, JAX .npz), checked against ``arch``.
 
     Names and shapes must match ``timm.create_model(arch)``, except the classifier head (any number
-    of classes) and the shape of ``pos_embed`` (its grid follows the pretraining resolution; mmseg
-    resamples it).
+    of classes) and the shapes of ``pos_embed`` and BEiT's relative position bias tables (their grids
+    follow the pretraining resolution; mmseg resamples them).
     """
     path = Path(path)
-    if not timm.is_model(arch):
-        raise PipelineError(f"{path}: unknown architecture {arch!r} (not a timm model name)")
-    with torch.device("meta"):  # names and shapes only, no memory
-        reference = timm.create_model(arch)
-    if not isinstance(reference, timm.models.VisionTransformer):
-        raise PipelineError(f"{path}: {arch!r} is not a timm VisionTransformer")
+    reference = _reference_model(path, arch)
     state = _read_npz(path, arch) if path.suffix == ".npz" else _read_weights(path)[0]
 
     expected = {name: t.shape for name, t in reference.state_dict().items() if not name.startswith("head.")}
@@ -112,7 +115,7 @@ def load_timm_checkpoint(path: str | Path, arch: str) -> dict[str, torch.Tensor]
     problems += [
         f"{name} has shape {tuple(found[name])}, {arch} has {tuple(shape)}"
         for name, shape in expected.items()
-        if name in found and name != "pos_embed" and found[name] != shape
+        if name in found and not _RESAMPLED.fullmatch(name) and found[name] != shape
     ]
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
@@ -120,24 +123,58 @@ def load_timm_checkpoint(path: str | Path, arch: str) -> dict[str, torch.Tensor]
     return state
 
 
-def timm_to_mmseg(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a timm ViT state dict to mmseg's VisionTransformer names; the classifier is dropped.
+def _mmseg_layout(arch: str, where: str | Path) -> str:
+    """The mmseg backbone layout timm's ``arch`` converts to; PipelineError, naming ``where``, saying
+    why for an architecture the key cannot be folded into or mmseg has no backbone for."""
+    reference = _reference_model(Path(where), arch)
+    return next(layout for cls, layout in _LAYOUTS if isinstance(reference, cls))
 
-    Raises ValueError for weights mmseg's VisionTransformer has no place for (layer scale,
-    register tokens, a pre-norm, ...).
+
+def _reference_model(path: Path, arch: str) -> torch.nn.Module:
+    """``arch`` on the meta device (names and shapes only, no memory), if it is a supported architecture."""
+    if not timm.is_model(arch):
+        raise PipelineError(f"{path}: unknown architecture {arch!r} (not a timm model name)")
+    with torch.device("meta"):
+        reference = timm.create_model(arch)
+    if not isinstance(reference, tuple(cls for cls, _ in _LAYOUTS)):
+        raise PipelineError(f"{path}: {arch!r} is not a timm VisionTransformer or Beit: {_stem(reference)}")
+    return reference
+
+
+def _stem(model: torch.nn.Module) -> str:
+    """Why ``model`` cannot be encrypted, from its first convolution."""
+    supported = "cipherseg converts timm VisionTransformer and Beit models (to mmseg's VisionTransformer and BEiT)"
+    name, conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)), (None, None))
+    if conv is None:
+        return f"it has no convolutional stem; {supported}"
+    k, s = conv.kernel_size, conv.stride
+    shape = f"a {k[0]}x{k[1]} convolution with stride {s[0]}" + (f" and padding {conv.padding[0]}" if any(conv.padding) else "")
+    if k == s and not any(conv.padding) and conv.dilation == (1, 1) and conv.groups == 1:
+        return f"its first layer {name} is {shape}, a non-overlapping patch embedding the key could be folded into, but {supported} only"
+    return (
+        f"its first layer {name} is {shape}: its windows overlap and mix pixels of neighbouring blocks, so no "
+        f"block permutation can be folded into it; {supported}"
+    )
+
+
+def timm_to_mmseg(state: dict[str, torch.Tensor], layout: str = CheckpointMetadata.LAYOUT) -> dict[str, torch.Tensor]:
+    """Rename a timm ViT (or BEiT, for ``layout`` BEIT_LAYOUT) state dict to mmseg's names; the classifier is dropped.
+
+    Raises ValueError for weights mmseg's backbone has no place for (layer scale, register tokens,
+    a pre-norm, ...).
     """
     converted, unsupported = {}, []
     for name, tensor in state.items():
         if _CLASSIFIER.fullmatch(name):
             continue
-        for pattern, replacement in _TIMM_TO_MMSEG:
+        for pattern, replacement in _TIMM_TO_MMSEG[layout]:
             if match := pattern.fullmatch(name):
                 converted[match.expand(replacement)] = tensor
                 break
         else:
             unsupported.append(name)
     if unsupported:
-        raise ValueError(f"mmseg's VisionTransformer has no place for {', '.join(unsupported[:5])}")
+        raise ValueError(f"mmseg's {layout.removeprefix('mmseg.')} has no place for {', '.join(unsupported[:5])}")
     return converted
 
 
@@ -170,27 +207,25 @@ def decrypt_patch_embedding(
 
 
 def encrypt_checkpoint(source: str | Path, arch: str, key: Key | None, out: str | Path) -> Path:
-    """Encrypt a timm ViT checkpoint for ``key`` into an mmseg-layout safetensors file at ``out``.
+    """Encrypt a timm ViT or BEiT checkpoint for ``key`` into an mmseg-layout safetensors file at ``out``.
 
     ``key=None`` writes the plain model the same way (the baselines need it). The metadata records
     the normalization the cloud must use and the one the source was pretrained with.
     """
     source, out = Path(source), Path(out)
     state = load_timm_checkpoint(source, arch)
+    layout = _mmseg_layout(arch, source)
     pretrained = pretrained_normalization(arch)
     cloud = pretrained.uniform()
     try:
-        state = timm_to_mmseg(state)
+        state = timm_to_mmseg(state, layout)
         weight, bias = encrypt_patch_embedding(state[PATCH_WEIGHT], state[PATCH_BIAS], key, pretrained, cloud)
     except ValueError as error:
         raise PipelineError(f"{source}: {error}") from None
     state[PATCH_WEIGHT], state[PATCH_BIAS] = weight, bias
-    metadata = {
-        **_metadata(key, cloud, pretrained),
-        "layout": LAYOUT,
-        "source_arch": arch,
-        "source_sha256": _sha256(source),
-    }
+    metadata = CheckpointMetadata(
+        key.spec() if key else None, cloud, pretrained, layout=layout, source_arch=arch, source_sha256=_sha256(source)
+    )
     _write_atomically(state, metadata, out)
     return out
 
@@ -214,19 +249,16 @@ def decrypt_checkpoint(source: str | Path, key: Key, out: str | Path, reference:
     """
     source, out = Path(source), Path(out)
     state, metadata = _read_weights(source)
-    if not metadata and reference is not None:
-        metadata = _read_weights(Path(reference))[1]
-    if metadata.get("key_id", key.key_id) != key.key_id:
-        raise PipelineError(
-            f"{source}: encrypted with key {metadata['key_id']}, not with this key ({key.key_id})"
-        )
-    if metadata.get("encrypted") == "false":
+    info = _checkpoint_info(metadata, reference, source)
+    if info.cipher is None:
         raise PipelineError(f"{source}: this checkpoint is not encrypted")
+    if info.cipher != key.spec():
+        raise PipelineError(f"{source}: made for {describe_cipher(info.cipher)}, not for this key ({key.key_id})")
     names = _patch_embedding(state, source)
     # The fold must be undone with the normalizations it was made for.
-    cloud, pretrained = _normalization(metadata, "norm", source), _normalization(metadata, "source_norm", source)
+    cloud, pretrained = info.normalization, info.source_normalization
     _refold(state, names, source, lambda w, b: decrypt_patch_embedding(w, b, key, pretrained, cloud))
-    _write_atomically(state, {**_provenance(metadata, source), **_metadata(None, pretrained, pretrained)}, out)
+    _write_atomically(state, _refolded(info, None, pretrained, pretrained, source), out)
     return out
 
 
@@ -243,26 +275,43 @@ def encrypt_finetuned_checkpoint(
     """
     source, out = Path(source), Path(out)
     state, metadata = _read_weights(source)
-    if metadata.get("encrypted") == "true":
+    if metadata and _checkpoint_info(metadata, None, source).encrypted:
         raise PipelineError(f"{source}: this checkpoint is encrypted already")
-    if not metadata and reference is not None:
-        metadata = _read_weights(Path(reference))[1]
+    info = _checkpoint_info(metadata, reference, source)
     names = _patch_embedding(state, source)
-    plain = _normalization(metadata, "norm", source)
+    plain = info.normalization
     cloud = plain.uniform()
     _refold(state, names, source, lambda w, b: encrypt_patch_embedding(w, b, key, plain, cloud))
-    _write_atomically(state, {**_provenance(metadata, source), **_metadata(key, cloud, plain)}, out)
+    _write_atomically(state, _refolded(info, key, cloud, plain, source), out)
     return out
 
 
-def _normalization(metadata: dict[str, str], prefix: str, source: Path) -> Normalization:
-    """The normalization recorded as ``<prefix>_mean`` and ``<prefix>_std`` in checkpoint metadata."""
+def _checkpoint_info(metadata: dict[str, str], reference: str | Path | None, source: Path) -> CheckpointMetadata:
+    """The checkpoint's own metadata, or else ``reference``'s (the checkpoint it was fine-tuned from)."""
+    if not metadata:
+        if reference is None:
+            raise PipelineError(
+                f"{source}: carries no cipherseg metadata; give the checkpoint it was fine-tuned from (--encrypted-weights)"
+            )
+        source, metadata = Path(reference), _read_weights(Path(reference))[1]
     try:
-        return Normalization(*(tuple(json.loads(metadata[f"{prefix}_{stat}"])) for stat in ("mean", "std")))
-    except KeyError as error:
-        raise PipelineError(f"{source}: the metadata lacks {error}, needed to fold or unfold the key") from None
-    except ValueError as error:  # json.JSONDecodeError is one
-        raise PipelineError(f"{source}: {error}") from None
+        return CheckpointMetadata.parse(metadata, str(source))
+    except FormatError as error:
+        raise PipelineError(str(error)) from None
+
+
+def _refolded(
+    info: CheckpointMetadata, key: Key | None, cloud: Normalization, source_normalization: Normalization, source: Path
+) -> CheckpointMetadata:
+    """The metadata of a checkpoint refolded from ``info``'s: its layout and arch, and the hash of the file it came from."""
+    return CheckpointMetadata(
+        key.spec() if key else None,
+        cloud,
+        source_normalization,
+        layout=info.layout,
+        source_arch=info.source_arch,
+        source_sha256=_sha256(source),
+    )
 
 
 def _patch_embedding(state: dict[str, torch.Tensor], source: Path) -> tuple[str, str]:
@@ -285,14 +334,6 @@ def _refold(state: dict[str, torch.Tensor], names: tuple[str, str], source: Path
         state[names[0]], state[names[1]] = fold(state[names[0]], state[names[1]])
     except ValueError as error:
         raise PipelineError(f"{source}: {error}") from None
-
-
-def _provenance(metadata: dict[str, str], source: Path) -> dict[str, str]:
-    """What a refolded checkpoint keeps of its source's metadata, and the source's hash."""
-    return {
-        **{name: metadata[name] for name in ("layout", "source_arch") if name in metadata},
-        "source_sha256": _sha256(source),
-    }
 
 
 def _block_vectors(weight: torch.Tensor, key: Key | None) -> torch.Tensor:
@@ -324,56 +365,73 @@ def _fold_terms(
     return tuple(torch.from_numpy(t) for t in (perm, a, c, *per_position))
 
 
-def _metadata(key: Key | None, cloud: Normalization, pretrained: Normalization) -> dict[str, str]:
-    """Safetensors metadata (strings only): the cipher, and the normalizations of the cloud and the source."""
-    cipher = {"key_id": key.key_id, "block_size": str(key.block_size), "negative_positive": json.dumps(key.negative_positive)} if key else {}
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "encrypted": json.dumps(key is not None),
-        **cipher,
-        "norm_mean": json.dumps(list(cloud.mean)),
-        "norm_std": json.dumps(list(cloud.std)),
-        "source_norm_mean": json.dumps(list(pretrained.mean)),
-        "source_norm_std": json.dumps(list(pretrained.std)),
-        "channel_order": "RGB",
-    }
-
-
 def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and safetensors metadata of a .safetensors or weights-only torch file."""
+    """Tensors and (safetensors-style) metadata of a .safetensors file or a torch file.
+
+    A torch file is read without running code from it (a fine-tuned model comes from the cloud): see
+    :func:`_load_torch`. A checkpoint as cipherseg's training writes it (mmengine: the weights under
+    ``state_dict``, the model's provenance in ``meta``) gives its weights and, from the provenance,
+    the metadata of a whole segmentor.
+    """
     if not path.is_file():
         raise PipelineError(f"{path}: no such file")
     try:
         if path.suffix == ".safetensors":
             with safe_open(path, framework="pt") as f:
                 return {name: f.get_tensor(name) for name in f.keys()}, f.metadata() or {}
-        # weights_only: never run code from a checkpoint file (a fine-tuned one comes from the cloud).
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = _load_torch(path)
     except Exception as error:  # whatever a parser raises on a damaged or foreign file
-        objects = _pickled_objects(path)
-        if objects:
-            raise PipelineError(
-                f"{path}: holds Python objects besides weights ({', '.join(objects[:3])}); refusing to "
-                "unpickle it: give the model's weights alone, as .safetensors or a plain state dict"
-            ) from None
-        # torch's message for a damaged file suggests weights_only=False: not advice to pass on.
-        damaged = isinstance(error, (pickle.UnpicklingError, EOFError))
-        reason = "damaged, or not a torch file" if damaged else error
+        # torch's messages suggest weights_only=False: not advice to pass on.
+        blocked = re.search(r"GLOBAL (\S+) whose module \S+ is blocked", str(error))
+        if blocked:
+            reason = f"it names {blocked.group(1)}, which is never unpickled"
+        elif isinstance(error, (pickle.UnpicklingError, EOFError, RuntimeError)):
+            reason = "damaged, or not a torch file"
+        else:
+            reason = error
         raise PipelineError(f"{path}: not a readable checkpoint ({reason})") from None
+    metadata = {}
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("meta"), dict):
+        record = checkpoint["meta"].get(ModelProvenance.META_KEY)
+        if record is not None:
+            try:
+                provenance = ModelProvenance.parse(record, f"{path} (meta.{ModelProvenance.META_KEY})")
+            except FormatError as error:
+                raise PipelineError(str(error)) from None
+            metadata = CheckpointMetadata(
+                provenance.cipher,
+                provenance.normalization,
+                provenance.normalization,
+                layout=CheckpointMetadata.SEGMENTOR_LAYOUT,
+            ).to_metadata()
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]  # mmengine and timm training checkpoints
     if not isinstance(checkpoint, dict) or not all(isinstance(t, torch.Tensor) for t in checkpoint.values()):
         raise PipelineError(f"{path}: not a state dict of tensors")
-    return checkpoint, {}
+    return dict(checkpoint), metadata
 
 
-def _pickled_objects(path: Path) -> list[str]:
-    """Globals a torch file needs beyond what ``weights_only`` allows ([] if it cannot tell)."""
+def _load_torch(path: Path) -> object:
+    """A torch file's contents, unpickled in weights-only mode: tensors and plain containers are read,
+    and every other object the file names (an mmengine checkpoint's logs, its optimizer's state) becomes
+    an inert placeholder, built without calling anything the file names."""
     try:
-        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # not a torch zip file at all
-        return []
+        named = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a torch zip file: torch.load says what it is
+        named = []
+    with torch.serialization.safe_globals([_inert(name) for name in named]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _inert(qualified_name: str) -> type:
+    """A class that stands in for ``qualified_name`` while unpickling: it takes any arguments and state, and keeps none."""
+    module, _, name = qualified_name.rpartition(".")
+    return type(name, (), {
+        "__module__": module,
+        "__qualname__": name,
+        "__init__": lambda self, *args, **kwargs: None,
+        "__setstate__": lambda self, state: None,
+    })  # fmt: skip
 
 
 def _read_npz(path: Path, arch: str) -> dict[str, torch.Tensor]:
@@ -395,10 +453,10 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _write_atomically(state: dict[str, torch.Tensor], metadata: dict[str, str], out: Path) -> None:
+def _write_atomically(state: dict[str, torch.Tensor], metadata: CheckpointMetadata, out: Path) -> None:
     """Write a safetensors file that either appears complete at ``out`` or not at all."""
     try:
         with atomic_path(out) as temporary:
-            save_file({name: t.contiguous() for name, t in state.items()}, temporary, metadata=metadata)
+            save_file({name: t.contiguous() for name, t in state.items()}, temporary, metadata=metadata.to_metadata())
     except OSError as error:
         raise PipelineError(f"{out}: cannot write ({error})") from None

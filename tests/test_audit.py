@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from pipeline import audit, keys, sample
 from pipeline.audit import KeyEstimate
-from pipeline.cipher import BlockCipher
+from pipeline.cipher import BlockCipher, from_blocks, to_blocks
 from pipeline.errors import PipelineError
 from pipeline.run import main
 
@@ -37,7 +37,7 @@ def test_the_keys_own_transform_decrypts_like_the_cipher(negative_positive):
     exact = KeyEstimate(8, key.permutation, key.flip)
     assert np.array_equal(audit.decrypt_estimate(encrypted, exact), images)
     assert audit.fraction_correct(exact, key) == 1.0
-    assert np.array_equal(audit.from_blocks(audit.to_blocks(images, 8), images.shape, 8), images)
+    assert np.array_equal(from_blocks(to_blocks(images, 8), images.shape, 8), images)
 
 
 def test_ssim_and_psnr():
@@ -150,6 +150,9 @@ def test_audit_stage_writes_the_owners_report(tmp_path, monkeypatch, capsys):
     results = json.loads((tmp_path / "data/owner/audit/audit.json").read_text())
     assert results["images"] == 2 and results["key"]["key_id"] == keys.load("data/owner/key.json").key_id
     assert "known_model" not in results  # no checkpoints here
+    report = tmp_path / "data/owner/audit"
+    assert {p.stat().st_mode & 0o777 for p in report.iterdir()} == {0o600}  # it shows plain images
+    assert report.stat().st_mode & 0o777 == 0o700
     sample.write_random_vit("data/raw/weights/vit_tiny_patch16_384.safetensors", "vit_tiny_patch16_384")
     assert main(["--stage", "keygen", "--key", "k16.json"]) == 0  # the model's patch size
     assert main(["--stage", "encrypt-weights", "--key", "k16.json"]) == 0

@@ -20,6 +20,9 @@ def test_augment_stage_adds_copies_of_the_training_images_only(tmp_path):
         label = image.parents[3] / "gtFine" / "train" / image.parent.name / image.name.replace("leftImg8bit", "gtFine_labelIds")
         assert cv2.imread(str(image)).shape == (64, 128, 3)  # the split keeps one size, a multiple of 16
         assert cv2.imread(str(label), cv2.IMREAD_UNCHANGED).shape == (64, 128)
+    # Plain images: the owner's alone.
+    assert {p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()} == {0o600}
+    assert {p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")] if p.is_dir()} == {0o700}
     # The result is a Cityscapes tree the encrypt stage takes.
     assert main(["--stage", "encrypt", "--plain", "--raw", str(out), "--store", str(tmp_path / "s.zarr"), "--workers", "1"]) == 0
 

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import keys
 from pipeline.config import Options, resolve
-from pipeline.errors import PipelineError
+from pipeline.errors import OnError, PipelineError
 from pipeline.run import STAGES, main
 
 
@@ -57,12 +57,18 @@ def test_flags_override_the_config_file(tmp_path):
     config = tmp_path / "owner.toml"
     config.write_text('raw = "/cityscapes"\nworkers = 7\non-error = "skip"\n[storage_options]\nanon = true\n')
     o = resolve(config, {"workers": 3, "raw": None})
-    assert (o.raw, o.workers, o.on_error, o.storage_options) == ("/cityscapes", 3, "skip", {"anon": True})
+    assert (o.raw, o.workers, o.on_error, o.storage_options) == ("/cityscapes", 3, OnError.SKIP, {"anon": True})
 
 
 @pytest.mark.parametrize(
     "text, message",
-    [("colour = 1\n", "unknown option"), ("workers = 'many'\n", "must be int"), ("= broken", "not a readable")],
+    [
+        ("colour = 1\n", "unknown option"),
+        ("workers = 'many'\n", "option workers 'many': expected a whole number"),
+        ("sample-counts = [8, 4]\n", "option sample-counts \\[8, 4\\]: expected 3 whole numbers"),
+        ("on-error = 'ignore'\n", "option on-error 'ignore': expected 'fail' or 'skip'"),
+        ("= broken", "not a readable"),
+    ],
 )
 def test_bad_config_files_name_the_file(tmp_path, text, message):
     config = tmp_path / "bad.toml"
@@ -77,11 +83,89 @@ def test_missing_config_file(capsys):
     assert "absent.toml: config file not found" in capsys.readouterr().err
 
 
-def test_verify_scans_for_the_key_only_when_given_one(caplog):
+SMALL = ["--sample-counts", "2,1,0", "--sample-size", "32x64", "--workers", "1"]
+
+
+def test_stage_all_publishes_a_signed_bundle_and_says_what_the_cloud_gets(capsys, caplog):
     caplog.set_level("INFO", logger="pipeline")
-    assert main(["--stage", "all", "--sample-counts", "2,1,0", "--sample-size", "32x64", "--workers", "1"]) == 0
-    assert main(["--stage", "verify"]) == 0  # the owner's key file is right here, and not used
-    assert "key scan skipped" in caplog.text
+    assert main(["--stage", "all", *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "the bundle       data/bundle" in out and "the signer file  data/owner/signer.json" in out
+    assert stat.S_IMODE(os.stat("data/owner/signer.json").st_mode) == 0o644  # public
+    assert main(["--stage", "verify"]) == 0  # no signer given: integrity only, and it says so
+    assert "authenticity NOT checked" in caplog.text
+    caplog.clear()
+    assert main(["--stage", "verify", "--signer", "data/owner/signer.json"]) == 0
+    assert "signed by owner" in caplog.text
     caplog.clear()
     assert main(["--stage", "verify", "--key", "data/owner/key.json"]) == 0
-    assert "no key material" in caplog.text
+    assert "no object holds any form of the key" in caplog.text
+    keys.save(keys.generate(), "other/key.json")
+    from contract.signing import save_signer
+
+    save_signer(keys.load("other/key.json").signer(), "other/signer.json")
+    assert main(["--stage", "verify", "--signer", "other/signer.json"]) == 2
+    assert "not signed by owner" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, missing",
+    [
+        (["--raw", "typo/cityscapes"], "typo/cityscapes"),
+        (["--key", "typo.json"], "data/raw/cityscapes"),
+        (["--weights", "typo.safetensors"], "data/raw/cityscapes"),
+    ],
+)
+def test_stage_all_never_invents_inputs(capsys, flags, missing):
+    """A given path that does not exist is an error: no sample, no key, no bundle is made up in its place."""
+    assert main(["--stage", "all", *SMALL, *flags]) == 2
+    assert f"{missing}: not found" in capsys.readouterr().err
+    assert not os.path.exists("data")
+
+
+def test_stage_all_never_makes_a_key_in_place_of_a_mistyped_one(capsys):
+    assert main(["--stage", "sample", "--sample-counts", "2,1,0", "--sample-size", "32x64"]) == 0
+    assert main(["--stage", "all", *SMALL, "--key", "typo.json"]) == 2
+    assert "typo.json: not found" in capsys.readouterr().err
+    assert not os.path.exists("typo.json") and not os.path.exists("data/bundle") and not os.path.exists("data/owner")
+
+
+def test_stage_all_with_demo_generates_where_it_is_told(capsys):
+    flags = ["--raw", "mine/cityscapes", "--key", "mine/key.json", "--weights", "mine/vit.safetensors", "--demo"]
+    assert main(["--stage", "all", *SMALL, *flags, "--store", "mine/store.zarr", "--encrypted-weights",
+                 "mine/backbone.safetensors", "--bundle", "mine/bundle"]) == 0  # fmt: skip
+    assert os.path.isfile("mine/key.json") and os.path.isfile("mine/signer.json") and os.path.isfile("mine/vit.safetensors")
+    assert os.path.isfile("mine/bundle/manifest.json") and not os.path.exists("data")
+
+
+def test_stage_sample_writes_only_under_the_paths_it_was_given():
+    assert main(["--stage", "sample", "--raw", "elsewhere", "--sample-counts", "1,0,0", "--sample-size", "32x64"]) == 0
+    assert os.path.isdir("elsewhere/leftImg8bit") and not os.path.exists("data")
+
+
+def test_keygen_writes_the_signer_beside_the_key_and_refuses_store_and_bundle_folders(capsys):
+    assert main(["--stage", "keygen", "--key", "owner/key.json"]) == 0
+    assert keys.load("owner/key.json").signer().fingerprint in open("owner/signer.json").read()
+    assert main(["--stage", "keygen", "--key", "shared/key.json", "--bundle", "shared"]) == 2
+    assert "inside the dataset store or bundle" in capsys.readouterr().err
+    assert not os.path.exists("shared/key.json")
+
+
+def test_bad_numbers_are_refused(capsys):
+    assert main(["--stage", "augment", "--out", "aug", "--copies", "-1"]) == 2
+    assert "--copies '-1': must be at least 1" in capsys.readouterr().err
+    assert main(["--stage", "sample", "--sample-size", "256by512"]) == 2
+    assert "--sample-size '256by512': expected 2 whole numbers separated by 'x'" in capsys.readouterr().err
+
+
+def test_object_storage_without_credentials_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true")  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.run", "--stage", "verify", "--bundle", "s3://no-such-bucket-cipherseg/bundle"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "credentials" in lines[0] and "Traceback" not in done.stderr

@@ -71,12 +71,54 @@ def test_save_refuses_to_overwrite(tmp_path):
     assert path.read_bytes() == before
 
 
-def test_save_refuses_to_write_inside_a_bundle(tmp_path):
-    (tmp_path / "bundle").mkdir()
-    (tmp_path / "bundle" / "manifest.json").write_text("{}")
-    with pytest.raises(PipelineError, match="inside the bundle"):
-        keys.save(keys.generate(), tmp_path / "bundle" / "sub" / "key.json")
-    assert not (tmp_path / "bundle" / "sub" / "key.json").exists()
+@pytest.mark.parametrize(
+    "folder, marker, configured",
+    [
+        ("bundle", "manifest.json", False),  # a published bundle
+        ("bundle", "manifest.sig", False),
+        ("bundle", None, True),  # a bundle location before its first publish (the configured --bundle)
+        ("store", "zarr.json", False),  # a dataset store
+        ("dataset.zarr", None, False),  # a store's folder before its first encrypt run
+    ],
+)
+def test_save_refuses_to_write_inside_a_store_or_bundle(tmp_path, folder, marker, configured):
+    root = tmp_path / folder
+    root.mkdir()
+    if marker:
+        (root / marker).write_text("{}")
+    target = root / "sub" / "key.json"
+    with pytest.raises(PipelineError, match="inside the dataset store or bundle"):
+        keys.save(keys.generate(), target, not_inside=[root] if configured else [])
+    assert not target.exists()
+    assert keys.save(keys.generate(), tmp_path / "elsewhere" / "key.json", not_inside=[root]).exists()
+
+
+def test_the_signing_key_is_derived_from_the_secret():
+    """Existing key files keep working: one secret gives one signer, and distinct secrets distinct signers."""
+    key = keys.Key(KNOWN_SECRET, 16)
+    assert key.signer() == keys.Key(KNOWN_SECRET, 16).signer()
+    assert key.signer() != keys.generate().signer()
+    message = b"a manifest"
+    assert key.signer().verifies(message, key.sign(message))
+    assert not key.signer().verifies(message + b".", key.sign(message))
+    assert not keys.generate().signer().verifies(message, key.sign(message))
+
+
+def test_secret_patterns_find_every_encoding_of_the_secret():
+    import base64
+
+    key = keys.generate()
+    patterns = key.secret_patterns()
+    secret = key.secret
+    encodings = [secret, secret.hex().encode(), secret.hex().upper().encode()]
+    for prefix in (b"", b"x", b"xy", b"xyz"):  # every alignment inside a longer base64 text
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            text = encode(prefix + secret + b"tail")
+            encodings += [text, text.rstrip(b"=")]
+    for encoded in encodings:
+        assert any(pattern in b"..." + encoded + b"..." for pattern in patterns.values()), encoded
+    assert min(map(len, patterns.values())) >= 32  # no short pattern: no false alarms on random data
+    assert not any(pattern in os.urandom(1 << 20) for pattern in patterns.values())
 
 
 @pytest.mark.parametrize(

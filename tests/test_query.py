@@ -1,11 +1,16 @@
+import cv2
 import numpy as np
 import pytest
 
 from pipeline import keys
 from pipeline.cipher import BlockCipher
 from pipeline.errors import PipelineError
-from pipeline.query import encrypt_queries, read_rgb, write_rgb
+from pipeline.query import encrypt_queries, write_rgb
 from pipeline.run import main
+
+
+def read_rgb(path):
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
 
 def test_encrypted_queries_decrypt_to_the_originals(tmp_path):
@@ -20,14 +25,29 @@ def test_encrypted_queries_decrypt_to_the_originals(tmp_path):
         assert np.array_equal(BlockCipher(key).decrypt(encrypted), image)
 
 
-def test_bad_queries_name_the_file(tmp_path):
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (lambda p: p.write_bytes(b"not a png"), "not a PNG file"),
+        (lambda p: cv2.imwrite(str(p), np.zeros((30, 32, 3), np.uint8)), "image size 30x32 is not a multiple of the block size 16"),
+        (lambda p: cv2.imwrite(str(p), np.zeros((32, 32, 4), np.uint8)), "not an 8-bit RGB PNG .*with alpha"),
+        (lambda p: cv2.imwrite(str(p), np.zeros((32, 32, 3), np.uint16)), "not an 8-bit RGB PNG \\(bit depth 16"),
+        (lambda p: cv2.imwrite(str(p), np.zeros((32, 32), np.uint8)), "not an 8-bit RGB PNG \\(bit depth 8, colour type 0"),
+        (lambda p: cv2.imwrite(str(p.with_suffix(".jpg")), np.zeros((32, 32, 3), np.uint8)) and p.with_suffix(".jpg").rename(p), "not a PNG file"),
+        (lambda p: p.mkdir(), "a directory, not an image file"),
+        (lambda p: p.write_bytes(cv2.imencode(".png", np.zeros((32, 32, 3), np.uint8))[1].tobytes()[:60]), "cannot decode PNG"),
+    ],
+    ids=["not-png", "odd-size", "rgba", "16-bit", "grey", "jpeg", "directory", "truncated"],
+)
+def test_encrypt_query_refuses_what_encrypt_refuses(tmp_path, write, message):
+    """Queries are held to the encrypt stage's rules; nothing is written if any query is bad."""
     key = keys.generate()
-    (tmp_path / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(PipelineError, match="broken.png: not a readable image"):
-        encrypt_queries([tmp_path / "broken.png"], key, tmp_path / "out")
-    odd = write_rgb(tmp_path / "odd.png", np.zeros((30, 32, 3), np.uint8))
-    with pytest.raises(PipelineError, match="odd.png: .*not a multiple of the block size"):
-        encrypt_queries([odd], key, tmp_path / "out")
+    good = write_rgb(tmp_path / "good.png", np.zeros((32, 32, 3), np.uint8))
+    bad = tmp_path / "bad.png"
+    write(bad)
+    with pytest.raises(PipelineError, match=f"^{bad}: {message}"):
+        encrypt_queries([good, bad], key, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_encrypts_queries(tmp_path, monkeypatch):

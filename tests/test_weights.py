@@ -2,6 +2,7 @@
 
 import copy
 import json
+import os
 import re
 
 import numpy as np
@@ -220,7 +221,7 @@ def test_decrypt_mmengine_segmentor_checkpoint(model, checkpoint, key, tmp_path)
     segmentor = {**{f"backbone.{name}": t for name, t in encrypted.items()}, **head}
     torch.save({"meta": {"iter": 10}, "state_dict": segmentor}, tmp_path / "iter_10.pth")
 
-    with pytest.raises(PipelineError, match="lacks 'norm_mean'"):  # nothing says how it was folded
+    with pytest.raises(PipelineError, match="carries no cipherseg metadata"):  # nothing says how it was folded
         decrypt_checkpoint(tmp_path / "iter_10.pth", key, tmp_path / "plain.safetensors")
     decrypted = load_file(
         decrypt_checkpoint(tmp_path / "iter_10.pth", key, tmp_path / "plain.safetensors", reference=encrypted_path)
@@ -282,9 +283,9 @@ BAD_INPUTS = [
     ("encrypt", "vit.safetensors", "vit_small_patch16_224", "key", "has shape"),
     ("encrypt", "vit.safetensors", ARCH, "key8", "the patch size must equal the block size"),
     ("decrypt", "corrupt.pth", None, "key", "not a readable checkpoint"),
-    ("decrypt", "pickled.pth", None, "key", "refusing to unpickle"),
-    ("decrypt", "encrypted.safetensors", None, "other_key", "not with this key"),
-    ("decrypt", "vit.safetensors", None, "key", "expected one mmseg patch embedding"),
+    ("decrypt", "pickled.pth", None, "key", "carries no cipherseg metadata"),
+    ("decrypt", "encrypted.safetensors", None, "other_key", "not for this key"),
+    ("decrypt", "vit.safetensors", None, "key", "carries no cipherseg metadata"),
 ]
 
 
@@ -340,7 +341,7 @@ def test_encrypt_finetuned_checkpoint_is_the_mirror_of_decrypt(model, checkpoint
     segmentor = {**{f"backbone.{name}": t for name, t in load_file(plain_path).items()}, **head}
     save_file(segmentor, tmp_path / "finetuned.safetensors")  # no metadata: the reference gives the normalization
 
-    with pytest.raises(PipelineError, match="lacks 'norm_mean'"):
+    with pytest.raises(PipelineError, match="carries no cipherseg metadata"):
         encrypt_finetuned_checkpoint(tmp_path / "finetuned.safetensors", key, tmp_path / "c1.safetensors")
     encrypted = encrypt_finetuned_checkpoint(
         tmp_path / "finetuned.safetensors", key, tmp_path / "c1.safetensors", reference=plain_path
@@ -356,3 +357,28 @@ def test_encrypt_finetuned_checkpoint_is_the_mirror_of_decrypt(model, checkpoint
     assert_round_trip(load_file(decrypt_checkpoint(encrypted, key, tmp_path / "back.safetensors")), segmentor)
     with pytest.raises(PipelineError, match="encrypted already"):
         encrypt_finetuned_checkpoint(encrypted, key, tmp_path / "twice.safetensors")
+
+
+class _Payload:
+    """What a hostile checkpoint could hold: unpickled normally, it runs a command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_torch_file_is_read_without_running_code_from_it(model, tmp_path):
+    """Objects besides tensors (an mmengine checkpoint's logs) are read as inert placeholders; a file that
+    names a function to call is refused, and nothing of it runs."""
+    logs = tmp_path / "logs.pth"
+    torch.save({"state_dict": model.state_dict(), "meta": {"log": np.zeros(3)}, "message_hub": {"x": np.ones(2)}}, logs)
+    state, metadata = weights._read_weights(logs)
+    assert state.keys() == model.state_dict().keys() and metadata == {}
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "hostile.pth"
+    torch.save({"state_dict": model.state_dict(), "meta": {"hook": _Payload(marker)}}, hostile)
+    with pytest.raises(PipelineError, match="hostile.pth: not a readable checkpoint .*names posix.system"):
+        weights._read_weights(hostile)
+    assert not marker.exists()

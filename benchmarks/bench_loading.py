@@ -11,7 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import training.transforms  # noqa: F401  (first: mmseg on mmcv-lite; registers the Zarr transforms)
+from training.plugin import register
+
+register()  # mmseg on mmcv-lite, cipherseg's components registered
 
 import cv2
 import numpy as np
@@ -20,7 +22,7 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import TRANSFORMS
 
 from pipeline import keys
-from pipeline.dataset import encrypt_dataset
+from pipeline.encrypt import encrypt_dataset
 from pipeline.query import encrypt_queries
 from pipeline.sample import write_sample
 from training.store import open_store

@@ -11,13 +11,15 @@ import uuid
 import warnings
 from pathlib import Path
 
-import training  # noqa: F401  (first: lets mmseg import on mmcv-lite)
+from training.plugin import register
+
+register()  # mmseg on mmcv-lite, cipherseg's components registered
 
 import numpy as np
 from mmengine.runner import Runner
 
 from pipeline import keys
-from pipeline.dataset import encrypt_dataset
+from pipeline.encrypt import encrypt_dataset
 from pipeline.sample import write_random_vit, write_sample
 from pipeline.weights import encrypt_checkpoint
 from training.config import load_config

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import training  # noqa: F401  (installs the compat)
 from training import mmcv_compat
 
 
@@ -77,6 +76,20 @@ def test_install_steps_aside_when_compiled_ops_exist():
         "import sys, types\n"
         "sys.modules['mmcv._ext'] = types.ModuleType('mmcv._ext')\n"
         "from training import mmcv_compat\n"
+        "mmcv_compat.install()\n"
         "assert 'mmcv.ops' not in sys.modules, sys.modules['mmcv.ops']\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_importing_the_cloud_side_changes_nothing():
+    """No import side effects: the package and its command lines' modules neither patch mmcv nor load torch;
+    the entry points do that explicitly (training.plugin.register)."""
+    script = (
+        "import sys\n"
+        "import training, training.train, training.test, training.predict, training.export, training.experiments\n"
+        "assert 'mmcv.ops' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)\n"
+        "from training.plugin import register\n"
+        "assert 'mmcv.ops' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[1])

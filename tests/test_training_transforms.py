@@ -2,7 +2,6 @@
 
 import json
 
-import training  # noqa: F401  (first: lets mmseg import on mmcv-lite)
 
 import cv2
 import numpy as np
@@ -14,8 +13,9 @@ from mmengine.runner import CheckpointLoader
 from mmseg.datasets.transforms import PackSegInputs, PhotoMetricDistortion, RandomCrop, RandomFlip, Resize
 from mmseg.registry import DATASETS
 
+from contract.errors import UserError
 from pipeline.cipher import BlockCipher
-from pipeline.dataset import TRAIN_IDS
+from pipeline.shards import train_ids
 from pipeline.keys import generate
 from pipeline.weights import encrypt_checkpoint
 from training.checkpoint import CipherSegCheckHook, backbone_mismatches, read_header
@@ -76,8 +76,12 @@ def test_unsafe_transforms_are_named():
         PackSegInputs(),
     ]
     assert key_unsafe_transforms(transforms, 16, False) == ["RandomCrop", "Resize", "RandomFlip", "PhotoMetricDistortion"]
-    # With negative-positive blocks (255 - x at key-chosen positions) brightness and contrast do not commute.
-    assert "KeySafePhotoMetricDistortion" in key_unsafe_transforms(transforms, 16, True)
+    # With negative-positive blocks (255 - x at key-chosen positions) the key-safe step adapts to the data;
+    # forced to brightness and plain contrast, which do not commute with inversion, it is unsafe.
+    assert key_unsafe_transforms(transforms, 16, True) == key_unsafe_transforms(transforms, 16, False)
+    forced = KeySafePhotoMetricDistortion(negative_positive=False)
+    assert key_unsafe_transforms([forced], 16, True) == ["KeySafePhotoMetricDistortion"]
+    assert key_unsafe_transforms([forced], 16, False) == []
     assert key_unsafe_transforms([BlockAlignedRandomCrop(64, block_size=16)], 32, False) == ["BlockAlignedRandomCrop"]
 
 
@@ -91,7 +95,7 @@ def dataset(store: str, split: str = "train", pipeline: tuple = ("LoadZarrImage"
 
 def test_the_dataset_refuses_unsafe_transforms_on_encrypted_data_only(owner, stores):
     flip = ("LoadZarrImage", "RandomFlip")
-    with pytest.raises(ValueError, match="RandomFlip in the pipeline does not commute"):
+    with pytest.raises(UserError, match="RandomFlip in the pipeline does not commute"):
         dataset(stores["encrypted"], pipeline=flip)
     assert len(dataset(stores["encrypted"], pipeline=flip, allow_key_unsafe_transforms=True)) == owner.counts["train"]
     assert len(dataset(stores["plain"], pipeline=flip)) == owner.counts["train"]
@@ -102,7 +106,7 @@ def test_the_dataset_reads_the_store(owner, stores):
     image, = (owner.raw / "leftImg8bit" / "val").glob(f"*/{sample['img_path']}_leftImg8bit.png")
     label, = (owner.raw / "gtFine" / "val").glob(f"*/{sample['img_path']}_gtFine_labelIds.png")
     assert np.array_equal(sample["img"], cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB))
-    assert np.array_equal(sample["gt_seg_map"], TRAIN_IDS[cv2.imread(str(label), cv2.IMREAD_UNCHANGED)])
+    assert np.array_equal(sample["gt_seg_map"], train_ids()[cv2.imread(str(label), cv2.IMREAD_UNCHANGED)])
     assert sample["img_shape"] == owner.size
 
 
@@ -126,9 +130,10 @@ def test_the_dataset_works_in_dataloader_worker_processes(owner, stores, start_m
 
 
 def test_the_safetensors_loader_reads_the_owners_checkpoint(owner, checkpoints):
-    state = CheckpointLoader.load_checkpoint(checkpoints["encrypted"], map_location="cpu")
+    loaded = CheckpointLoader.load_checkpoint(checkpoints["encrypted"], map_location="cpu")
     metadata, shapes = read_header(checkpoints["encrypted"])
-    assert {name: tuple(t.shape) for name, t in state.items()} == shapes
+    assert {name: tuple(t.shape) for name, t in loaded["state_dict"].items()} == shapes
+    assert loaded["meta"]["safetensors_metadata"] == metadata  # what the model reads, for the check hook
     assert metadata["encrypted"] == "true" and json.loads(metadata["norm_mean"]) == list(owner.cloud.mean)
 
 
@@ -176,7 +181,9 @@ def test_the_check_hook_refuses_what_does_not_belong_together(owner, stores, che
 def test_the_check_hook_refuses_a_checkpoint_of_another_key(owner, stores, tmp_path):
     from training.store import store_attrs
 
-    other = encrypt_checkpoint(owner.weights, owner.arch, generate(), tmp_path / "other.safetensors")
+    other_key = generate()
+    other_key_id = other_key.key_id
+    other = encrypt_checkpoint(owner.weights, owner.arch, other_key, tmp_path / "other.safetensors")
     preprocessor = Preprocessor(list(owner.cloud.mean), list(owner.cloud.std))
     problems = CipherSegCheckHook().problems(store_attrs(stores["encrypted"]), str(other), {}, False, preprocessor)
-    assert any("is encrypted for (key_id" in problem for problem in problems)
+    assert any(f"is made for key id {other_key_id}" in problem for problem in problems), problems

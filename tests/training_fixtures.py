@@ -1,5 +1,7 @@
 """The data owner's side for the training tests, made with the owner's own tools: a synthetic Cityscapes
-tree, a random-init ViT-Ti/16 (the tiny configs' backbone), and from them a plain and an encrypted bundle.
+tree, a random-init ViT-Ti/16 (the tiny configs' backbone), and from them a plain and an encrypted store
+and checkpoint (``owner.plain``, ``owner.encrypted``), each also published and signed by the owner
+(``owner.bundles``; the owner's public signer file is ``owner.signer``).
 
 Use it from a test module with ``pytest_plugins = ["training_fixtures"]``; the bundles are made once
 per test session. The training package itself never sees the key.
@@ -12,7 +14,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.dataset import encrypt_dataset
+from contract.signing import save_signer
+from pipeline.bundle import publish
+from pipeline.encrypt import encrypt_dataset
 from pipeline.keys import Key, generate
 from pipeline.sample import write_random_vit, write_sample
 from pipeline.weights import encrypt_checkpoint, pretrained_normalization
@@ -38,6 +42,9 @@ def owner(tmp_path_factory) -> SimpleNamespace:
     key, raw = generate(), root / "cityscapes"
     write_sample(raw, counts=COUNTS, size=SIZE)
     weights = write_random_vit(root / f"{ARCH}.safetensors", ARCH)
+    sources = {kind: write_bundle(root / kind, raw, weights, k) for kind, k in (("plain", None), ("encrypted", key))}
+    for kind, source in sources.items():
+        publish(str(source / "dataset.zarr"), str(source / "backbone.safetensors"), str(root / "bundles" / kind), key)
     return SimpleNamespace(
         arch=ARCH,
         size=SIZE,
@@ -46,6 +53,8 @@ def owner(tmp_path_factory) -> SimpleNamespace:
         key=key,
         raw=raw,
         weights=weights,
-        plain=write_bundle(root / "plain", raw, weights, None),
-        encrypted=write_bundle(root / "encrypted", raw, weights, key),
+        plain=sources["plain"],
+        encrypted=sources["encrypted"],
+        bundles={kind: root / "bundles" / kind for kind in sources},
+        signer=save_signer(key.signer(), root / "signer.json"),
     )

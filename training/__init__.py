@@ -1,5 +1,5 @@
-"""Cloud side of cipherseg: mmsegmentation training and inference on an encrypted bundle. Never reads a key."""
+"""Cloud side of cipherseg: mmsegmentation training and inference on an encrypted bundle. Never reads a key.
 
-from training import mmcv_compat
-
-mmcv_compat.install()  # before anything imports mmseg: mmcv-lite has no compiled mmcv.ops
+Importing this package does nothing; :func:`training.plugin.register` prepares mmseg (our entry points
+call it, and the configs' ``custom_imports`` import it for mmseg's own tools).
+"""

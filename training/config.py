@@ -1,68 +1,89 @@
-"""Loading a training config and pointing it at a bundle; shared by the train, test and predict commands."""
+"""The command lines' shared part: the arguments every cloud command takes, and loading a config with them."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-import fsspec
-from fsspec.core import split_protocol
 from mmengine.config import Config, DictAction
 
-import training.checkpoint  # noqa: F401  (registers the safetensors loader and resume globals)
+from contract.errors import UserError
 
-PLACEHOLDER = "{bundle}"
+
+def add_common_arguments(parser) -> None:
+    """The arguments every command takes: the bundle, the owner's signer, storage, device, config overrides."""
+    parser.add_argument("--bundle", required=True, help="bundle location: a directory or an fsspec URL such as s3://bucket/bundle")
+    parser.add_argument(
+        "--signer",
+        help="the owner's public signer file: refuse any bundle the owner did not sign (without it, integrity only)",
+    )
+    parser.add_argument("--storage-options", help="fsspec storage options for the bundle, as JSON (e.g. an S3 endpoint)")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto",
+        help="where the model runs: a CUDA GPU when there is one (auto), or as chosen",
+    )
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config settings, key=value")
 
 
 def load_config(
     config: str | Path,
     bundle: str,
     *,
-    work_dir: str | Path | None = None,
-    cfg_options: dict[str, Any] | None = None,
+    signer: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    cfg_options: dict[str, Any] | None = None,
+    work_dir: str | Path | None = None,
 ) -> Config:
-    """The config at ``config`` with every ``{bundle}`` replaced by the bundle location.
+    """The config at ``config`` for this bundle, signer and storage options, with overrides applied.
 
-    ``storage_options`` (for ``s3://`` and other fsspec URLs) go to the datasets and, through
-    fsspec's configuration, to the checkpoint loader. ``work_dir`` defaults to
-    ``work_dirs/<config name>``.
+    The runner (training.runner) verifies the bundle and resolves the config's ``{bundle}`` paths.
+    ``work_dir`` defaults to ``work_dirs/<config name>``.
     """
+    if not Path(config).is_file():
+        raise UserError(f"{config}: no such config file")
     cfg = Config.fromfile(str(config))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    bundle = bundle.rstrip("/")
-    _substitute(cfg._cfg_dict, bundle)
-    if storage_options:
-        fsspec.config.conf.setdefault(split_protocol(bundle)[0] or "file", {}).update(storage_options)
-        for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-            if cfg.get(loader):
-                cfg[loader].dataset.storage_options = storage_options
+    cfg.bundle = bundle
+    cfg.signer = signer
+    cfg.storage_options = storage_options or {}
     cfg.work_dir = str(work_dir or Path("work_dirs") / Path(config).stem)
     return cfg
 
 
+def config_from_arguments(args, *, work_dir: str | Path | None = None) -> Config:
+    """:func:`load_config` with a command line's common arguments."""
+    return load_config(
+        args.config,
+        args.bundle,
+        signer=args.signer,
+        storage_options=parse_options(args.storage_options),
+        cfg_options=args.cfg_options,
+        work_dir=work_dir,
+    )
+
+
+def select_device(choice: str) -> str:
+    """'cuda' or 'cpu' for ``--device``; with 'cpu' CUDA is hidden from this process, so that mmengine,
+    which takes a GPU whenever it sees one, runs on the CPU."""
+    import torch
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here")
+    if choice == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def parse_options(text: str | None) -> dict[str, Any]:
     """Storage options given on the command line as a JSON object."""
-    options = json.loads(text) if text else {}
+    try:
+        options = json.loads(text) if text else {}
+    except json.JSONDecodeError as error:
+        raise UserError(f"--storage-options {text}: not JSON ({error})") from None
     if not isinstance(options, dict):
-        raise ValueError(f"storage options must be a JSON object, not {text}")
+        raise UserError(f"--storage-options {text}: must be a JSON object")
     return options
-
-
-def add_common_arguments(parser) -> None:
-    """The arguments every command takes: the bundle, its storage options and config overrides."""
-    parser.add_argument("--bundle", required=True, help="bundle location: a directory or an fsspec URL such as s3://bucket/bundle")
-    parser.add_argument("--storage-options", help="fsspec storage options for the bundle, as JSON (e.g. an S3 endpoint)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config settings, key=value")
-
-
-def _substitute(node: Any, bundle: str) -> None:
-    """Replace the placeholder in every string of a (nested) config dict or list, in place."""
-    items = node.items() if isinstance(node, dict) else enumerate(node)
-    for key, value in list(items):
-        if isinstance(value, str) and PLACEHOLDER in value:
-            node[key] = value.replace(PLACEHOLDER, bundle)
-        elif isinstance(value, (dict, list)):
-            _substitute(value, bundle)

@@ -1,17 +1,23 @@
 """mmseg dataset over one split of the bundle's Zarr store (local path or fsspec URL such as ``s3://``).
 
-Store layout (written by the owner's pipeline/dataset.py): a Zarr v3 group whose attributes say
-``format: cipherseg-dataset``, ``encrypted``, ``key_id``, ``block_size``, ``negative_positive`` and
-``channel_order``; per split a group ``<split>/`` with ``images`` uint8 (N, H, W, 3) and, except for
-unlabelled splits, ``labels`` uint8 (N, H, W) in Cityscapes trainIds (255 ignored); the split
-group's ``names`` attribute names every sample.
+Store layout: see :class:`contract.formats.StoreAttributes` (per split, ``images`` uint8 (N, H, W, 3)
+and, except for unlabelled splits, ``labels`` uint8 (N, H, W) in Cityscapes trainIds, 255 ignored;
+the split group's ``names`` attribute names every sample).
 """
 
 from __future__ import annotations
 
+from training import mmcv_compat
+
+# mmseg imports mmcv.ops: the stand-in must be there first. Usually training.plugin has done it; a
+# dataloader worker started with 'spawn' imports this module first, to unpickle the dataset.
+mmcv_compat.install()
+
 from mmseg.datasets import BaseSegDataset, CityscapesDataset
 from mmseg.registry import DATASETS
 
+from contract.errors import UserError
+from contract.formats import SplitAttributes
 from training.store import open_store, store_attrs
 from training.transforms import key_unsafe_transforms
 
@@ -46,17 +52,20 @@ class ZarrSegDataset(BaseSegDataset):
     def load_data_list(self) -> list[dict]:
         attrs = store_attrs(self.store, self.storage_options)
         self.store_attrs = attrs
-        if attrs.get("encrypted") and not self.allow_key_unsafe_transforms:
-            unsafe = key_unsafe_transforms(self.pipeline.transforms, attrs["block_size"], attrs["negative_positive"])
+        if attrs.cipher is not None and not self.allow_key_unsafe_transforms:
+            unsafe = key_unsafe_transforms(self.pipeline.transforms, attrs.cipher.block_size, attrs.cipher.negative_positive)
             if unsafe:
-                raise ValueError(
+                raise UserError(
                     f"{self.store}: the data is encrypted, but {', '.join(unsafe)} in the pipeline does not "
                     "commute with the block transform and would destroy what the encrypted patch embedding "
                     "can read; remove it, or set allow_key_unsafe_transforms=True in the dataset config"
                 )
+        if self.split not in attrs.splits:
+            raise UserError(f"{self.store}: no {self.split} split (the store holds {', '.join(attrs.splits)})")
         group = open_store(self.store, self.storage_options)[self.split]
-        names = group.attrs.get("names") or [f"{self.split}/{i:06d}" for i in range(group["images"].shape[0])]
+        names = SplitAttributes.parse(dict(group.attrs), f"{self.store}/{self.split}/zarr.json").names
         common = dict(
+            negative_positive=attrs.cipher is not None and attrs.cipher.negative_positive,
             zarr_store=self.store,
             zarr_split=self.split,
             storage_options=self.storage_options,

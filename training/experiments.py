@@ -166,6 +166,11 @@ def owner_key(work: Path) -> Path:
     return work / "owner" / "key.json"
 
 
+def owner_signer(work: Path) -> Path:
+    """The owner's public signer file, which keygen writes beside the key: what the cloud checks bundles with."""
+    return owner_key(work).parent / "signer.json"
+
+
 def prepare_owner(settings: Settings, work: Path) -> dict[str, dict[str, Path]]:
     """Every owner step before training: data, key, stores, checkpoints and the published bundles.
 
@@ -199,9 +204,8 @@ def prepare_owner(settings: Settings, work: Path) -> dict[str, dict[str, Path]]:
         bundles[name] = {}
         for kind, store in stores.items():
             bundle = work / "bundles" / name / kind
-            plain = ["--plain"] if kind == "plain" else key
             checkpoint = checkpoints["plain" if kind == "plain" else "encrypted"]
-            owner("--stage", "publish", *plain, "--store", str(store), "--encrypted-weights", str(checkpoint),
+            owner("--stage", "publish", *key, "--store", str(store), "--encrypted-weights", str(checkpoint),
                   "--bundle", str(bundle))  # fmt: skip
             bundles[name][kind] = bundle
     return bundles
@@ -227,7 +231,9 @@ def config_path(backbone: Backbone, decoder: str, method: Method) -> Path:
     return CONFIGS / backbone.configs.format(decoder=decoder, method=method.config)
 
 
-def train(settings: Settings, config: Path, bundle: Path, work_dir: Path, options: Sequence[str] = ()) -> Path:
+def train(
+    settings: Settings, config: Path, bundle: Path, signer: Path, work_dir: Path, options: Sequence[str] = ()
+) -> Path:
     """Fine-tune with ``python -m training.train`` (under torchrun with ``gpus``); returns the last checkpoint."""
     overrides = list(options)
     if settings.iters:
@@ -239,35 +245,26 @@ def train(settings: Settings, config: Path, bundle: Path, work_dir: Path, option
     if settings.gpus > 1:
         launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={settings.gpus}",
                   "-m", "training.train", "--launcher", "pytorch"]  # fmt: skip
-    command = [*launch, str(config), "--bundle", str(bundle), "--work-dir", str(work_dir)]
+    command = [*launch, str(config), "--bundle", str(bundle), "--signer", str(signer), "--work-dir", str(work_dir)]
     _run(command + (["--cfg-options", *overrides] if overrides else []))
     return Path((work_dir / "last_checkpoint").read_text().strip())
 
 
-def cloud_config(config: Path, bundle: Path, work_dir: Path, options: Sequence[str] = ()):
+def cloud_config(config: Path, bundle: Path, signer: Path, work_dir: Path, options: Sequence[str] = ()):
     """The config as training.test and training.predict load it, with a fresh experiment name."""
     from training.config import load_config
 
-    cfg = load_config(config, str(bundle), work_dir=work_dir, cfg_options=dict(o.split("=", 1) for o in options))
+    cfg_options = dict(o.split("=", 1) for o in options)
+    cfg = load_config(config, str(bundle), signer=str(signer), work_dir=work_dir, cfg_options=cfg_options)
     cfg.experiment_name = uuid.uuid4().hex  # mmengine keys its loggers by name: one per runner
     return cfg
-
-
-def export_weights(checkpoint: Path, out: Path) -> Path:
-    """The model weights of an mmengine training checkpoint as safetensors (what the owner's tools read)."""
-    from safetensors.torch import save_file
-
-    from training.checkpoint import load_pth
-
-    state = load_pth(str(checkpoint), map_location="cpu")["state_dict"]
-    save_file({name: t.contiguous() for name, t in state.items()}, out)
-    return out
 
 
 def run_combination(
     settings: Settings, backbone_name: str, decoder: str, bundles: dict[str, Path], work: Path
 ) -> tuple[list[Row], dict[str, tuple[object, Path]]]:
     """Train and evaluate every method for one backbone and decoder; rows, and {method: (cfg, checkpoint)}."""
+    from training.export import export
     from training.test import evaluate
 
     backbone = BACKBONES[backbone_name]
@@ -285,15 +282,15 @@ def run_combination(
         started = time.monotonic()
         if method.trained:
             log.info("training %s / %s / %s", backbone.label, decoder, method.label)
-            checkpoint = train(settings, config, bundle, work_dir, options)
+            checkpoint = train(settings, config, bundle, owner_signer(work), work_dir, options)
         else:  # conventional 1: the cloud hands the baseline's model to the owner, who encrypts it
-            plain = export_weights(models["baseline"][1], work_dir.parent / "baseline" / "weights.safetensors")
+            plain = export(str(models["baseline"][1]), work_dir.parent / "baseline" / "weights.safetensors")
             checkpoint = work_dir / "encrypted-by-the-owner.safetensors"
             owner("--stage", "encrypt-weights", "--key", str(owner_key(work)), "--checkpoint", str(plain),
                   "--out", str(checkpoint), "--encrypted-weights", str(plain_checkpoint))  # fmt: skip
         train_s = time.monotonic() - started
         # Evaluated on the val split of the bundle of its kind: the owner-augmented one's is the encrypted one's.
-        cfg = cloud_config(config, bundles[method.bundle], work_dir, options)
+        cfg = cloud_config(config, bundles[method.bundle], owner_signer(work), work_dir, options)
         metrics = evaluate(cfg, str(checkpoint))
         metrics = {m: float(metrics[m]) for m in METRICS}
         log.info("%s / %s / %s: %s", backbone.label, decoder, method.label, metrics)
@@ -479,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=int, help="GPUs per training run (torchrun when more than one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from training.plugin import register
+
+    register()
 
     chosen = {
         "backbones": tuple(args.backbones.split(",")) if args.backbones else None,

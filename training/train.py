@@ -1,29 +1,18 @@
-"""Fine-tune a SETR model on a bundle: ``python -m training.train CONFIG --bundle LOCATION``.
+"""Fine-tune a segmentor on a bundle: ``python -m training.train CONFIG --bundle LOCATION [--signer FILE]``.
 
-The bundle, encrypted or plain (the baseline's), is verified against its manifest first (keyless:
-pipeline.bundle.verify); the config's CipherSegCheckHook then checks that it is the kind of bundle
-the method expects. ``--resume`` continues from the latest checkpoint in the work dir.
+The bundle, encrypted or plain (the baseline's), is verified first (keyless: with ``--signer``, that
+the owner signed it; always, that it is whole); the config's CipherSegCheckHook then checks that it
+is the kind of bundle the method expects, and every checkpoint written records what the model reads
+(its provenance). ``--resume`` continues from the latest checkpoint in the work dir.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
-import torch
-from mmengine.logging import print_log
-from mmengine.runner import Runner
-
-from pipeline.errors import PipelineError
-from training.config import add_common_arguments, load_config, parse_options
-
-
-def verify_bundle(bundle: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Check the bundle against its manifest (no key needed); raises PipelineError on a bad bundle."""
-    from pipeline.bundle import verify  # the owner's check, run keyless
-
-    return verify(bundle, storage_options=storage_options)
+from contract.errors import run_reporting
+from training.config import add_common_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,27 +26,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_common_arguments(parser)
     args = parser.parse_args(argv)
+    return run_reporting(lambda: train(args))
 
-    storage_options = parse_options(args.storage_options)
-    cfg = load_config(
-        args.config, args.bundle, work_dir=args.work_dir, cfg_options=args.cfg_options, storage_options=storage_options
-    )
-    try:
-        summary = verify_bundle(args.bundle, storage_options)
-    except PipelineError as error:
-        print(f"refusing to train on {args.bundle}: {error}", file=sys.stderr)
-        return 1
-    data = f"key id {summary['key_id']}" if summary["key_id"] else "plain data"
-    print_log(f"bundle verified: {summary['objects']} objects, {data}", logger="current")
+
+def train(args: argparse.Namespace) -> None:
+    from training.plugin import register
+
+    register()
+    import torch
+
+    from training.config import config_from_arguments, select_device
+    from training.runner import CipherSegRunner
+
+    device = select_device(args.device)
+    cfg = config_from_arguments(args, work_dir=args.work_dir)
     cfg.resume = args.resume
     cfg.launcher = args.launcher
-    if args.launcher == "pytorch" and not torch.cuda.is_available():
+    if args.launcher == "pytorch" and device == "cpu":
         # mmengine's pytorch launcher calls torch.cuda.set_device unconditionally; on a machine without
         # CUDA, join torchrun's process group here with gloo, and the runner uses it as it is.
         torch.distributed.init_process_group(backend="gloo")
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    return 0
+    CipherSegRunner.from_cfg(cfg).train()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,16 @@
 # Cityscapes from the bundle's Zarr store, with augmentation that commutes with the block transform
 # (training/transforms.py); mmseg's SETR Cityscapes settings otherwise.
-custom_imports = dict(
-    imports=['training.datasets', 'training.transforms', 'training.checkpoint'],
-    allow_failed_imports=False)
+# The bundle: its one setting. `python -m training.train --bundle LOCATION` sets it, as does mmseg's own
+# tools/train.py with `--cfg-options bundle=LOCATION` (runner_type: training/runner.py checks the bundle
+# and resolves every '{bundle}' path). `signer`: the owner's public signer file (checks who published
+# it); `storage_options`: fsspec options for s3:// and the like.
+bundle = None
+signer = None
+storage_options = dict()
+runner_type = 'CipherSegRunner'
+custom_imports = dict(imports=['training.plugin'], allow_failed_imports=False)
 crop_size = (768, 768)
-store = '{bundle}/dataset.zarr'  # training.train and training.test put the --bundle location in
+store = '{bundle}/dataset.zarr'
 train_pipeline = [
     dict(type='LoadZarrImage'),
     dict(type='LoadZarrAnnotations'),

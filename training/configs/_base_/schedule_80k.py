@@ -25,6 +25,7 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=8000),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
+    visualization=dict(type='SegVisualizationHook'),
+    progress=dict(type='ProgressHook'))  # images done and rate in validation and testing (training/progress.py)
 # What the method expects of the bundle (training/checkpoint.py): the proposed method by default.
 custom_hooks = [dict(type='CipherSegCheckHook', data='encrypted', checkpoint='encrypted')]

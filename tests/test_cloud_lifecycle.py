@@ -1,0 +1,260 @@
+"""The cloud's whole journey with a bundle, as a new user follows the README: train, resume, test, export,
+predict, and the model back to its owner; with each key option, and what is refused along the way."""
+
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import zarr
+from mmengine.config import Config
+from mmengine.runner import load_checkpoint
+from mmseg.apis import init_model
+from mmseg.registry import RUNNERS
+from safetensors import safe_open
+
+from contract.errors import UserError
+from contract.formats import ModelProvenance
+from contract.signing import save_signer
+from pipeline import run as owner_cli
+from pipeline.bundle import publish
+from pipeline.encrypt import encrypt_dataset
+from pipeline.keys import generate, save
+from pipeline.query import encrypt_queries, write_rgb
+from pipeline.weights import encrypt_checkpoint
+from training import export, predict, test, train
+from training.checkpoint import load_pth
+from training.predict import segment
+from training.transforms import contrast_about_grey
+
+pytest_plugins = ["training_fixtures"]
+
+CONFIGS = Path(__file__).parents[1] / "training" / "configs" / "tiny"
+PROPOSED, BASELINE = str(CONFIGS / "setr_tiny_naive_proposed.py"), str(CONFIGS / "setr_tiny_naive_baseline.py")
+ITERS = 4
+
+
+def keyed_bundle(owner, root: Path, key) -> SimpleNamespace:
+    """The owner's data encrypted and published with ``key``; the bundle and its signer file."""
+    encrypt_dataset(str(owner.raw), str(root / "store.zarr"), key, workers=1)
+    encrypt_checkpoint(owner.weights, owner.arch, key, root / "backbone.safetensors")
+    publish(str(root / "store.zarr"), str(root / "backbone.safetensors"), str(root / "bundle"), key)
+    return SimpleNamespace(key=key, bundle=root / "bundle", signer=save_signer(key.signer(), root / "signer.json"))
+
+
+@pytest.fixture(scope="module")
+def other(owner, tmp_path_factory):
+    """The same images published by another owner, with another key."""
+    return keyed_bundle(owner, tmp_path_factory.mktemp("other"), generate())
+
+
+@pytest.fixture(scope="module")
+def trained(owner, tmp_path_factory):
+    """The proposed method trained in two sessions (the second resumes), through the command line."""
+    work_dir = tmp_path_factory.mktemp("cloud") / "work"
+    common = ["--bundle", str(owner.bundles["encrypted"]), "--signer", str(owner.signer), "--work-dir", str(work_dir)]
+    assert train.main([PROPOSED, *common, "--cfg-options", f"train_cfg.max_iters={ITERS // 2}"]) == 0
+    assert train.main([PROPOSED, *common, "--resume", "--cfg-options", f"train_cfg.max_iters={ITERS}",
+                       f"param_scheduler.0.end={ITERS}"]) == 0  # fmt: skip
+    return work_dir / f"iter_{ITERS}.pth"
+
+
+def run_cli(command, argv, capsys) -> tuple[int, str]:
+    """Exit code and the report line (the last line on stderr: in-process, mmengine's loggers may write
+    there too; that the report is the only line is checked in a subprocess below)."""
+    code = command.main([str(a) for a in argv])
+    lines = capsys.readouterr().err.strip().splitlines()
+    return code, lines[-1] if lines else ""
+
+
+# --- train, test, export -----------------------------------------------------------------------
+
+
+def test_every_checkpoint_records_its_provenance(owner, trained):
+    meta = load_pth(str(trained))["meta"]
+    provenance = ModelProvenance.parse(meta[ModelProvenance.META_KEY], "meta")
+    assert provenance == ModelProvenance(owner.key.spec(), owner.cloud, "proposed")
+    assert ModelProvenance.META_KEY in load_pth(str(trained.parent / f"iter_{ITERS // 2}.pth"))["meta"]
+
+
+def test_test_verifies_and_evaluates(owner, trained, capsys):
+    out = trained.parent / "metrics.json"
+    code, _ = run_cli(test, [PROPOSED, trained, "--bundle", owner.bundles["encrypted"], "--signer", owner.signer, "--out", out], capsys)
+    assert code == 0
+    metrics = json.loads(out.read_text())
+    assert {"aAcc", "mIoU", "mAcc"} <= metrics.keys() and len(metrics["per_class"]) == 19
+
+
+def test_test_and_predict_refuse_what_is_not_the_models(owner, other, trained, tmp_path, capsys):
+    # A bundle of another key: the model reads other data.
+    code, err = run_cli(test, [PROPOSED, trained, "--bundle", other.bundle, "--signer", other.signer], capsys)
+    assert code == 2 and owner.key.key_id in err and other.key.key_id in err
+    # ... and a bundle not signed by the owner named.
+    code, err = run_cli(test, [PROPOSED, trained, "--bundle", other.bundle, "--signer", owner.signer], capsys)
+    assert code == 2 and "not signed by owner" in err
+    # A checkpoint that records no provenance.
+    bare = tmp_path / "bare.pth"
+    torch.save({"state_dict": load_pth(str(trained))["state_dict"]}, bare)
+    code, err = run_cli(test, [PROPOSED, bare, "--bundle", owner.bundles["encrypted"]], capsys)
+    assert code == 2 and "records no provenance" in err
+
+    image = np.random.default_rng(0).integers(0, 256, (*owner.size, 3), dtype=np.uint8)
+    plain = write_rgb(tmp_path / "plain.png", image)
+    (theirs,) = encrypt_queries([plain], other.key, tmp_path / "theirs")
+    out = tmp_path / "out"
+    for query, words in ((theirs, f"a query of key id {other.key.key_id}"), (plain, "names no key")):
+        code, err = run_cli(predict, [PROPOSED, trained, "--bundle", owner.bundles["encrypted"], "--inputs", query, "--out", out], capsys)
+        assert code == 2 and words in err and owner.key.key_id in err, err
+    code, err = run_cli(predict, [PROPOSED, trained, "--bundle", other.bundle, "--inputs", plain, "--out", out], capsys)
+    assert code == 2 and other.key.key_id in err
+    assert not out.exists()  # refused before anything was written
+
+
+def test_predict_takes_files_folders_and_globs_and_writes_cityscapes_maps(owner, trained, tmp_path, capsys):
+    """The user encrypts queries with the key; the cloud, without it, segments them exactly as it segments
+    the same images from the bundle, and writes trainIds, labelIds and colours."""
+    store = zarr.open_group(owner.bundles["encrypted"] / "dataset.zarr", mode="r")["val"]
+    names = store.attrs["names"]
+    plains = [next((owner.raw / "leftImg8bit" / "val").glob(f"*/{name}_leftImg8bit.png")) for name in names]
+    encrypt_queries(plains[:1], owner.key, tmp_path / "queries")
+    encrypt_queries(plains[1:], owner.key, tmp_path / "more")
+    out = tmp_path / "out"
+    inputs = [tmp_path / "queries", str(tmp_path / "more" / "*.png")]
+    code, _ = run_cli(predict, [PROPOSED, trained, "--bundle", owner.bundles["encrypted"], "--inputs", *inputs, "--out", out, "--legend"], capsys)
+    assert code == 0
+    from cityscapesscripts.helpers.labels import trainId2label
+
+    model = model_of(PROPOSED, owner.bundles["encrypted"], trained)
+    for i, plain in enumerate(plains):
+        stem = plain.name.removesuffix(".png")
+        train_ids = cv2.imread(str(out / f"{stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(train_ids, segment(model, store["images"][i]))  # as the bundle's own ciphertext
+        label_ids = cv2.imread(str(out / f"{stem}_labelIds.png"), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(label_ids, np.vectorize(lambda t: trainId2label[t].id)(train_ids))
+        assert cv2.imread(str(out / f"{stem}_color.png")).shape == (*owner.size, 3)
+    assert cv2.imread(str(out / "legend.png")).shape[0] == 19 * 24
+
+
+def model_of(config: str, bundle: Path, checkpoint: Path):
+    from training.config import load_config
+    from training.runner import resolve_bundle
+
+    cfg = load_config(config, str(bundle))
+    resolve_bundle(cfg)
+    model = init_model(cfg, device="cpu")
+    load_checkpoint(model, str(checkpoint), map_location="cpu")
+    return model
+
+
+@pytest.mark.parametrize("route", ["training checkpoint", "export"])
+def test_the_model_goes_back_to_its_owner(owner, trained, tmp_path, capsys, route):
+    """decrypt-weights turns the cloud's model into a plain one that predicts on plain images exactly what
+    the cloud's model predicts on the encrypted ones: not one pixel differs."""
+    source = trained
+    if route == "export":
+        source = tmp_path / "model.safetensors"
+        assert export.main([str(trained), "--out", str(source)]) == 0
+        with safe_open(source, framework="pt") as f:
+            assert json.loads(f.metadata()["encrypted"]) is True and f.metadata()["key_id"] == owner.key.key_id
+    plain_model = tmp_path / "plain.safetensors"
+    key = save(owner.key, tmp_path / "owner" / "key.json")
+    assert owner_cli.main(["--stage", "decrypt-weights", "--key", str(key), "--checkpoint", str(source), "--out", str(plain_model)]) == 0
+
+    cloud = model_of(PROPOSED, owner.bundles["encrypted"], trained)
+    mine = model_of(BASELINE, owner.bundles["plain"], plain_model)
+    encrypted = zarr.open_group(owner.bundles["encrypted"] / "dataset.zarr", mode="r")["val/images"]
+    plain = zarr.open_group(owner.bundles["plain"] / "dataset.zarr", mode="r")["val/images"]
+    for i in range(encrypted.shape[0]):
+        assert np.count_nonzero(segment(mine, plain[i]) != segment(cloud, encrypted[i])) == 0
+
+
+# --- every key option trains -------------------------------------------------------------------
+
+
+def test_contrast_about_grey_commutes_with_inversion():
+    values = np.arange(256, dtype=np.uint8)
+    for alpha in np.random.default_rng(0).uniform(0.5, 1.5, 200):
+        assert np.array_equal(contrast_about_grey(255 - values, alpha), 255 - contrast_about_grey(values, alpha))
+
+
+@pytest.fixture(scope="module")
+def negative_positive(owner, tmp_path_factory):
+    return keyed_bundle(owner, tmp_path_factory.mktemp("np"), generate(negative_positive=True))
+
+
+def losses_and_predictions(config: str, bundle: Path, signer: Path, work_dir: Path, **options):
+    from training.config import load_config
+    from training.runner import CipherSegRunner
+
+    cfg = load_config(config, str(bundle), signer=str(signer), work_dir=work_dir, cfg_options=options)
+    cfg.experiment_name = uuid.uuid4().hex
+    runner = CipherSegRunner.from_cfg(cfg)
+    runner.train()
+    model = runner.model.eval()
+    with torch.no_grad():
+        logits = [s.seg_logits.data.numpy() for data in runner.test_dataloader for s in model.test_step(data)]
+    return np.array(runner.message_hub.get_scalar("train/loss").data[0]), np.stack(logits)
+
+
+def test_a_negative_positive_bundle_trains_and_follows_the_baseline(owner, negative_positive, tmp_path, capsys):
+    """The shipped proposed config trains on a negative-positive bundle (its photometric step adapts: contrast
+    about mid-grey, no brightness); a baseline drawing the same augmentation follows it exactly."""
+    iters = {"train_cfg.max_iters": 20, "default_hooks.checkpoint.interval": 20}
+    proposed = losses_and_predictions(PROPOSED, negative_positive.bundle, negative_positive.signer, tmp_path / "p", **iters)
+    logged = capsys.readouterr()
+    assert "negative-positive data: brightness steps aside" in logged.out + logged.err
+    forced = {"train_dataloader.dataset.pipeline.3.negative_positive": True}
+    baseline = losses_and_predictions(BASELINE, owner.bundles["plain"], owner.signer, tmp_path / "b", **iters, **forced)
+    np.testing.assert_allclose(proposed[0], baseline[0], rtol=1e-4)
+    scale = np.abs(baseline[1]).max()
+    np.testing.assert_allclose(proposed[1], baseline[1], rtol=1e-4, atol=1e-4 * scale)
+    assert baseline[0][-1] < 0.8 * baseline[0][0]  # it learns, so agreement means something
+    # Without the fold (a plain checkpoint on the same encrypted data) the trajectory departs.
+    conventional2 = losses_and_predictions(
+        str(CONFIGS / "setr_tiny_naive_conventional2.py"), negative_positive.bundle, negative_positive.signer,
+        tmp_path / "c", **iters, **{"model.backbone.init_cfg.checkpoint": str(owner.plain / "backbone.safetensors")},
+    )  # fmt: skip
+    assert np.max(np.abs(conventional2[0] - baseline[0]) / baseline[0]) > 1e-2
+
+
+# --- mmseg's own entry point, devices, refusals --------------------------------------------------
+
+
+def test_mmseg_tools_train_needs_one_setting_and_checks_the_bundle(owner, tmp_path):
+    """As mmseg's tools/train.py builds its runner: Config.fromfile, --cfg-options, RUNNERS.build."""
+    cfg = Config.fromfile(PROPOSED)
+    cfg.merge_from_dict({"bundle": str(owner.bundles["encrypted"]), "train_cfg.max_iters": 2, "work_dir": str(tmp_path / "w")})
+    RUNNERS.build(cfg).train()
+    assert (tmp_path / "w" / "iter_2.pth").is_file()
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(owner.bundles["encrypted"], tampered)
+    (tampered / "evil.py").write_text("print('hello')")
+    cfg = Config.fromfile(PROPOSED)
+    cfg.merge_from_dict({"bundle": str(tampered), "work_dir": str(tmp_path / "x")})
+    with pytest.raises(UserError, match="evil.py: not listed in the manifest"):
+        RUNNERS.build(cfg)
+
+
+def test_a_config_that_does_not_fit_the_bundle_is_one_line(owner, tmp_path):
+    """The check hook's refusal, through the command line: one line, exit code 2, and none of mmseg's warnings."""
+    command = [sys.executable, "-m", "training.train", BASELINE, "--bundle", str(owner.bundles["encrypted"]),
+               "--signer", str(owner.signer), "--work-dir", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=300)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [errors[-1]] and "refusing to train: the config expects plain data, the dataset store is encrypted" in errors[0]
+    assert "Traceback" not in done.stderr and "Warning" not in done.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA refuses --device cuda")
+def test_device_cuda_without_a_gpu_is_refused(owner, tmp_path, capsys):
+    code, err = run_cli(train, [PROPOSED, "--bundle", owner.bundles["encrypted"], "--device", "cuda"], capsys)
+    assert code == 2 and "--device cuda: no CUDA device" in err

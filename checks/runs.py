@@ -1,0 +1,121 @@
+"""What the checks share: the owner's bundles, made with the owner's command line (``python -m
+pipeline.run``), and training runs with the cloud's (``python -m training.train``), read back from
+their work directories. The checks never hold a key: they only pass the key file's path on.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).parents[1]
+CONFIGS = REPO / "training" / "configs"
+METHODS = ("proposed", "baseline")
+
+
+def run(*command: str | Path) -> float:
+    """Run a command in the repository root; its wall time in seconds. On failure, raise with its output's end."""
+    start = time.perf_counter()
+    done = subprocess.run([str(c) for c in command], cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        output = (done.stdout + done.stderr)[-6000:]
+        raise RuntimeError(f"{' '.join(map(str, command))} failed ({done.returncode}):\n{output}")
+    return time.perf_counter() - start
+
+
+def owner(*args: str | Path) -> float:
+    """One step of the data owner, through the owner's command line."""
+    return run(sys.executable, "-m", "pipeline.run", *args)
+
+
+def owner_bundles(work: Path, arch: str, size: str, counts: str) -> tuple[dict[str, Path], Path]:
+    """The owner's side: a generated Cityscapes sample (``counts`` 'TRAIN,VAL,TEST' images of ``size``
+    'HxW'), a random-init timm checkpoint of ``arch`` and a new key; from them the baseline's plain
+    bundle and the proposed method's encrypted one, both published and signed.
+
+    Returns ({method: bundle}, the owner's public signer file).
+    """
+    root = work / "owner"
+    raw, weights, key = root / "cityscapes", root / f"{arch}.safetensors", root / "key.json"
+    owner("--stage", "sample", "--raw", raw, "--sample-counts", counts, "--sample-size", size, "--arch", arch,
+          "--weights", weights)  # fmt: skip
+    owner("--stage", "keygen", "--key", key)
+    bundles = {}
+    for method in METHODS:
+        cipher = ["--key", key] if method == "proposed" else ["--plain"]
+        store, checkpoint = root / f"{method}.zarr", root / f"{method}.safetensors"
+        bundles[method] = work / "bundles" / method
+        owner("--stage", "encrypt", *cipher, "--raw", raw, "--store", store)
+        owner("--stage", "encrypt-weights", *cipher, "--weights", weights, "--arch", arch, "--encrypted-weights", checkpoint)
+        owner("--stage", "publish", "--key", key, "--store", store, "--encrypted-weights", checkpoint,
+              "--bundle", bundles[method])  # fmt: skip
+    return bundles, key.parent / "signer.json"
+
+
+@dataclass
+class Run:
+    """A finished training run, read back from its work directory."""
+
+    losses: dict[str, np.ndarray]  # every loss the model logs ('loss', 'decode.loss_ce', ...), per iteration
+    seconds: np.ndarray  # of every iteration (mmengine's IterTimerHook)
+    memory_mib: float | None  # peak torch.cuda.max_memory_allocated over the iterations; None without CUDA
+    predictions: dict[str, np.ndarray]  # the final validation's label map of every val image, by name ({} without)
+    checkpoint: Path  # the model after the last iteration
+    wall: float  # seconds of the whole command
+
+
+def train(
+    config: Path, bundle: Path, signer: Path, work_dir: Path, iters: int, options: Sequence[str] = (), validate: bool = True
+) -> Run:
+    """``python -m training.train`` on ``config`` for ``iters`` iterations from seed 0, then mmengine's
+    validation (none if not ``validate``); ``options`` are more ``--cfg-options``.
+
+    Every iteration is logged unsmoothed, and the validation writes its label maps, so that runs of
+    two methods can be compared value by value.
+    """
+    predictions = work_dir / "predictions"
+    overrides = [
+        f"train_cfg.max_iters={iters}",
+        f"default_hooks.checkpoint.interval={iters}",
+        "default_hooks.logger.interval=1",
+        "log_processor.window_size=1",
+        "randomness.seed=0",  # the same crops, order and head initialisation for every method
+    ]
+    if validate:
+        overrides.append(f"val_evaluator.output_dir={predictions}")
+    else:
+        overrides += ["val_cfg=None", "val_dataloader=None", "val_evaluator=None"]
+    wall = run(sys.executable, "-m", "training.train", config, "--bundle", bundle, "--signer", signer,
+               "--work-dir", work_dir, "--cfg-options", *overrides, *options)  # fmt: skip
+    (scalars,) = work_dir.glob("*/vis_data/scalars.json")
+    records = [json.loads(line) for line in scalars.read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    memory = [r["memory"] for r in steps if "memory" in r]
+    return Run(
+        losses={k: np.array([r[k] for r in steps]) for k in steps[0] if "loss" in k},
+        seconds=np.array([r["time"] for r in steps]),
+        memory_mib=max(memory) if memory else None,
+        predictions={p.stem: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted(predictions.glob("*.png"))},
+        checkpoint=work_dir / f"iter_{iters}.pth",
+        wall=wall,
+    )
+
+
+def loss_difference(proposed: Run, baseline: Run) -> np.ndarray:
+    """Per iteration, the largest relative difference over every logged loss."""
+    return np.max([np.abs(proposed.losses[k] - b) / np.abs(b) for k, b in baseline.losses.items()], axis=0)
+
+
+def pixels_differing(proposed: Run, baseline: Run) -> int:
+    """How many pixels of the validation label maps differ between the runs (all of them if the images do not match)."""
+    if proposed.predictions.keys() != baseline.predictions.keys():
+        return sum(p.size for p in baseline.predictions.values())
+    return sum(int(np.count_nonzero(proposed.predictions[n] != p)) for n, p in baseline.predictions.items())

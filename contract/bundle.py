@@ -133,13 +133,13 @@ class PatternScanner:
         self.patterns = dict(patterns)
         self.overlap = max(map(len, self.patterns.values()), default=1) - 1
         self.tail = b""
-        self.found: set[str] = set()
+        self.found: dict[str, None] = {}  # in the order of ``patterns``: the plainest form named first
 
     def update(self, chunk: bytes) -> None:
         if not self.patterns:
             return
         window = self.tail + chunk
-        self.found.update(name for name, pattern in self.patterns.items() if pattern in window)
+        self.found = {name: None for name, pattern in self.patterns.items() if name in self.found or pattern in window}
         self.tail = window[-self.overlap :] if self.overlap else b""
 
 
@@ -152,7 +152,7 @@ def hash_object(
         digest.update(chunk)
         scanner.update(chunk)
         size += len(chunk)
-    return ObjectEntry(size, digest.hexdigest()), sorted(scanner.found)
+    return ObjectEntry(size, digest.hexdigest()), list(scanner.found)
 
 
 # --- what the objects say about themselves ------------------------------------------------------

@@ -157,7 +157,7 @@ def publish(
     scanner = PatternScanner(patterns)
     scanner.update(data)
     if scanner.found:  # cannot happen with honest metadata; a last guard before committing
-        raise PipelineError(f"{bundle}/{MANIFEST}: would contain {sorted(scanner.found)[0]}; nothing published")
+        raise PipelineError(f"{bundle}/{MANIFEST}: would contain {next(iter(scanner.found))}; nothing published")
     put_atomic(fs, f"{root}/{SIGNATURE}", key.sign(data).to_bytes())
     fs.rm_file(f"{root}/{PENDING}")
     put_atomic(fs, f"{root}/{MANIFEST}", data)  # last: the bundle is now complete and signed
@@ -234,7 +234,7 @@ def _copy(
             out.write(chunk)
             size += len(chunk)
         if scanner.found:
-            raise PipelineError(f"{where}: contains {sorted(scanner.found)[0]}; refusing to publish it (nothing was published)")
+            raise PipelineError(f"{where}: contains {next(iter(scanner.found))}; refusing to publish it (nothing was published)")
         entry = ObjectEntry(size, digest.hexdigest())
         if recorded is not None and entry != recorded:
             raise PipelineError(f"{where}: changed since it was written (its completion record differs); run --stage encrypt again to repair it")

@@ -190,7 +190,8 @@ def known_model_attack(plain_weight: np.ndarray, encrypted_weight: np.ndarray) -
     without a single image, whenever the pretrained weights are public (as timm's are).
     """
     def columns(weight: np.ndarray) -> np.ndarray:  # (3P², D) unit rows, canonical block-vector order
-        vectors = weight.transpose(2, 3, 1, 0).reshape(-1, weight.shape[0]).astype(np.float64)
+        p = weight.shape[-1]
+        vectors = to_blocks(weight.transpose(0, 2, 3, 1).astype(np.float64), p).T  # each filter a PxP RGB block
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
     cosine = columns(encrypted_weight) @ columns(plain_weight).T  # [k, j]

@@ -45,6 +45,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from contract.formats import CheckpointMetadata, FormatError, ModelProvenance, Normalization, describe_cipher
+from pipeline.cipher import from_blocks, to_blocks
 from pipeline.errors import PipelineError
 from pipeline.keys import Key
 from pipeline.storage import atomic_path
@@ -337,20 +338,22 @@ def _refold(state: dict[str, torch.Tensor], names: tuple[str, str], source: Path
 
 
 def _block_vectors(weight: torch.Tensor, key: Key | None) -> torch.Tensor:
-    """Conv weight (D, 3, P, P) as (D, 3P²) float64, columns in canonical block-vector order."""
+    """Conv weight (D, 3, P, P) as (D, 3P²) float64, columns in canonical block-vector order: each output
+    channel's filter is a PxP RGB block, taken apart as pipeline.cipher.to_blocks takes images apart."""
     p = key.block_size if key else weight.shape[-1]
     if weight.shape[1:] != (3, p, p):
         raise ValueError(
             f"patch embedding of shape {tuple(weight.shape)} does not fit the key's {p}x{p} RGB blocks "
             "(the patch size must equal the block size)"
         )
-    return weight.double().permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+    return torch.from_numpy(to_blocks(weight.double().permute(0, 2, 3, 1).numpy(), p))
 
 
 def _conv_weight(vectors: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`_block_vectors`, in the dtype of ``like``."""
     d, _, p, _ = like.shape
-    return vectors.reshape(d, p, p, 3).permute(0, 3, 1, 2).to(like.dtype).contiguous()
+    blocks = from_blocks(vectors.numpy(), (d, p, p, 3), p)
+    return torch.from_numpy(blocks).permute(0, 3, 1, 2).to(like.dtype).contiguous()
 
 
 def _fold_terms(

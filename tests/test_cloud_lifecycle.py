@@ -203,6 +203,7 @@ def losses_and_predictions(config: str, bundle: Path, signer: Path, work_dir: Pa
     return np.array(runner.message_hub.get_scalar("train/loss").data[0]), np.stack(logits)
 
 
+@pytest.mark.slow  # three runs of 20 iterations
 def test_a_negative_positive_bundle_trains_and_follows_the_baseline(owner, negative_positive, tmp_path, capsys):
     """The shipped proposed config trains on a negative-positive bundle (its photometric step adapts: contrast
     about mid-grey, no brightness); a baseline drawing the same augmentation follows it exactly."""

@@ -25,6 +25,9 @@ ARCH = "vit_tiny_patch16_224"  # the tiny configs' backbone
 OWNER = ["owner.keygen", "owner.encrypt", "owner.encrypt_weights", "owner.publish"]
 CLOUD = ["cloud.verify", "cloud.train", "cloud.test"]
 
+pytestmark = pytest.mark.slow  # two Airflow runs: about 80 s
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> SimpleNamespace:
     """Both DAG runs: their output and task states, and where everything went."""

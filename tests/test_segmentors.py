@@ -299,7 +299,7 @@ def predictions(runner) -> np.ndarray:
 # on negative-positive data) so that one baseline serves both keys; the others (AdamW) with the exact patch
 # embedding. A BEiT-B/16 step takes seconds on two cores: a few show that every step agrees bit for bit.
 ITERATIONS = {"segmenter_tiny_mask": 20, "upernet_tiny_mln": 20, "dpt_tiny_project": 20, "beit_tiny_upernet": 3}
-SLOW = {"beit_tiny_upernet"}
+SLOW = {"beit_tiny_upernet", "upernet_tiny_mln", "dpt_tiny_project"}  # Segmenter stays in the quick loop
 CONFIGS_TRAINED = [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in ITERATIONS]
 
 

@@ -129,6 +129,7 @@ def test_train_refuses_a_bundle_that_fails_verification(owner, tmp_path, capsys,
     assert "no manifest.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two processes start torch and train
 def test_distributed_training_on_two_cpu_processes(owner, tmp_path):
     bundle = owner.bundles["encrypted"]
     work_dir = tmp_path / "work"

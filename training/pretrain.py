@@ -38,7 +38,6 @@ def patch_classes(labels: np.ndarray, patch: int) -> np.ndarray:
 
 def pretrain(
     store: str | Path,
-    init: str | Path,
     arch: str,
     out: str | Path,
     *,
@@ -48,7 +47,8 @@ def pretrain(
     lr: float = 1e-3,
     seed: int = 0,
 ) -> Path:
-    """Pretrain the timm ``arch`` checkpoint ``init`` on the train split of a plain dataset store; write it to ``out``.
+    """Pretrain a timm ``arch``, from its random initialisation (``seed``), on the train split of a plain dataset
+    store; write it to ``out``.
 
     Random block-aligned ``crop`` x ``crop`` crops and horizontal flips, AdamW with a cosine
     schedule, the model's own pretrained normalization. The checkpoint has timm's names and no
@@ -56,9 +56,7 @@ def pretrain(
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = timm.create_model(
-        arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(init)), img_size=crop, num_classes=0
-    )
+    model = timm.create_model(arch, pretrained=False, img_size=crop, num_classes=0)
     patch = model.patch_embed.patch_size[0]
     split = open_store(str(store))["train"]
     images, labels = split["images"][:], patch_classes(split["labels"][:], patch)

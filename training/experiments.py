@@ -461,13 +461,19 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def seed_spread(rows: list[Row]) -> dict[tuple[str, str], float]:
-    """{(backbone, decoder): max - min of the baseline's mIoU over its seeds}, where it has more than one."""
-    seeds: dict[tuple[str, str], list[float]] = {}
+def baseline_seeds(rows: list[Row]) -> dict[tuple[str, str], list[dict[str, float]]]:
+    """{(backbone, decoder): the baseline's metrics, one per seed}."""
+    seeds: dict[tuple[str, str], list[dict[str, float]]] = {}
     for r in rows:
         if r.method == "baseline":
-            seeds.setdefault((r.backbone, r.decoder), []).append(r.metrics["mIoU"])
-    return {cell: max(v) - min(v) for cell, v in seeds.items() if len(v) > 1}
+            seeds.setdefault((r.backbone, r.decoder), []).append(r.metrics)
+    return seeds
+
+
+def seed_spread(rows: list[Row]) -> dict[tuple[str, str], float]:
+    """{(backbone, decoder): max - min of the baseline's mIoU over its seeds}, where it has more than one."""
+    spread = {cell: [m["mIoU"] for m in seeds] for cell, seeds in baseline_seeds(rows).items()}
+    return {cell: max(v) - min(v) for cell, v in spread.items() if len(v) > 1}
 
 
 def gap_table(rows: list[Row]) -> str:
@@ -576,10 +582,7 @@ def bar_chart(rows: list[Row], path: Path) -> None:
     methods = list(dict.fromkeys(r.method for r in rows))
     paper_groups = [(b, d) for b in dict.fromkeys(k[0] for k in PAPER) for d in dict.fromkeys(d for _, d in ours)
                     if (b, d, "baseline") in PAPER]  # fmt: skip
-    seeds: dict[tuple[str, str], list[dict[str, float]]] = {}
-    for r in rows:
-        if r.method == "baseline":
-            seeds.setdefault((r.backbone, r.decoder), []).append(r.metrics)
+    seeds = baseline_seeds(rows)
     groups = ours + paper_groups
     x = np.arange(len(groups)) + np.array([0] * len(ours) + [1] * len(paper_groups))  # a gap before the paper's
     width = 0.8 / len(methods)

@@ -47,13 +47,14 @@ class BlockCipher:
         # instance, so the key lives no longer than the cipher that uses it.
         self._bands: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray | None]] = {}
 
-    def encrypt(self, images: np.ndarray) -> np.ndarray:
-        """The encrypted copy of ``images``; H and W must be multiples of the block size."""
-        return self._apply(images, inverse=False)
+    def encrypt(self, images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The encrypted copy of ``images`` (written into ``out`` if given, which must not overlap
+        ``images``); H and W must be multiples of the block size."""
+        return self._apply(images, out, inverse=False)
 
-    def decrypt(self, images: np.ndarray) -> np.ndarray:
-        """The plain copy of encrypted ``images``; exact inverse of :meth:`encrypt`."""
-        return self._apply(images, inverse=True)
+    def decrypt(self, images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The plain copy of encrypted ``images`` (into ``out`` if given); exact inverse of :meth:`encrypt`."""
+        return self._apply(images, out, inverse=True)
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
         """Raise PipelineError unless ``shape`` is an image (batch) this cipher can transform."""
@@ -67,12 +68,16 @@ class BlockCipher:
                 "crop or pad the images before encrypting"
             )
 
-    def _apply(self, images: np.ndarray, inverse: bool) -> np.ndarray:
+    def _apply(self, images: np.ndarray, out: np.ndarray | None, inverse: bool) -> np.ndarray:
         if images.dtype != np.uint8:
             raise PipelineError(f"expected uint8 images, got {images.dtype}")
         self.check_shape(images.shape)
         source = np.ascontiguousarray(images)
-        result = np.empty_like(source)
+        result = np.empty_like(source) if out is None else out
+        if result.shape != source.shape or result.dtype != np.uint8 or not result.flags.c_contiguous:
+            raise PipelineError(f"output must be a contiguous uint8 array of shape {source.shape}")
+        if np.shares_memory(result, source):
+            raise PipelineError("output must not overlap the input")
         width = source.shape[-2]
         if (width, inverse) not in self._bands:
             if len(self._bands) >= _MAX_CACHED_WIDTHS:

@@ -35,6 +35,34 @@ def test_decrypt_inverts_encrypt(case):
     assert np.array_equal(cipher.decrypt(cipher.encrypt(images[0])), images[0])
 
 
+@settings(max_examples=30, deadline=None)
+@given(keys_and_images())
+def test_writing_into_a_given_array_gives_the_same_result(case):
+    key, images = case
+    cipher = BlockCipher(key)
+    out = np.zeros_like(images)
+    assert cipher.encrypt(images, out=out) is out
+    assert np.array_equal(out, cipher.encrypt(images))
+    back = np.zeros_like(images)
+    assert cipher.decrypt(out, out=back) is back
+    assert np.array_equal(back, images)
+
+
+@pytest.mark.parametrize(
+    "make_out, message",
+    [
+        (lambda images: images, "must not overlap"),
+        (lambda images: np.zeros((2, 32, 32, 3), np.uint8), "shape"),
+        (lambda images: np.zeros((1, 32, 64, 3), np.uint8)[:, :, ::2], "contiguous"),
+        (lambda images: np.zeros(images.shape, np.int16), "uint8"),
+    ],
+)
+def test_a_bad_output_array_is_refused(make_out, message):
+    images = np.random.default_rng(3).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    with pytest.raises(PipelineError, match=message):
+        BlockCipher(keys.generate()).encrypt(images, out=make_out(images))
+
+
 @settings(max_examples=60, deadline=None)
 @given(keys_and_images())
 def test_matches_the_papers_definition(case):

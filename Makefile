@@ -5,14 +5,21 @@ PY := $(VENV)/bin/python
 # Airflow has its own environment: the DAG's tasks run the project's command line with $(PY).
 AIRFLOW_VENV := .venv-airflow
 
-.PHONY: run test bench airflow check-full-size check-gpu
+.PHONY: run test test-quick bench airflow check-full-size check-gpu
 
 run: $(VENV)/.installed
 	$(PY) -m pipeline.run --stage all
 
-# One pytest worker per core; a test file stays on one worker (its fixtures are made once).
+# One pytest worker per core; a test file stays on one worker (its fixtures are made once), and files
+# are handed out in the collection's order (tests/conftest.py puts the long ones first).
+PYTEST := $(PY) -m pytest -n auto --dist loadfile --no-loadscope-reorder
+
 test: $(VENV)/.installed $(AIRFLOW_VENV)/.installed
-	$(PY) -m pytest -n auto --dist loadfile
+	$(PYTEST)
+
+# The developer's loop: every test not marked slow (the Airflow runs are all slow).
+test-quick: $(VENV)/.installed
+	$(PYTEST) -m "not slow"
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks

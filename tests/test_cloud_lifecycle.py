@@ -41,18 +41,18 @@ PROPOSED, BASELINE = str(CONFIGS / "setr_tiny_naive_proposed.py"), str(CONFIGS /
 ITERS = 4
 
 
-def keyed_bundle(owner, root: Path, key) -> SimpleNamespace:
+def keyed_bundle(owner, root: Path, key, scheduler: str) -> SimpleNamespace:
     """The owner's data encrypted and published with ``key``; the bundle and its signer file."""
-    encrypt_dataset(str(owner.raw), str(root / "store.zarr"), key, workers=1)
+    encrypt_dataset(str(owner.raw), str(root / "store.zarr"), key, workers=1, scheduler=scheduler)
     encrypt_checkpoint(owner.weights, owner.arch, key, root / "backbone.safetensors")
     publish(str(root / "store.zarr"), str(root / "backbone.safetensors"), str(root / "bundle"), key)
     return SimpleNamespace(key=key, bundle=root / "bundle", signer=save_signer(key.signer(), root / "signer.json"))
 
 
 @pytest.fixture(scope="module")
-def other(owner, tmp_path_factory):
+def other(owner, tmp_path_factory, dask_scheduler):
     """The same images published by another owner, with another key."""
-    return keyed_bundle(owner, tmp_path_factory.mktemp("other"), generate())
+    return keyed_bundle(owner, tmp_path_factory.mktemp("other"), generate(), dask_scheduler)
 
 
 @pytest.fixture(scope="module")
@@ -185,8 +185,8 @@ def test_contrast_about_grey_commutes_with_inversion():
 
 
 @pytest.fixture(scope="module")
-def negative_positive(owner, tmp_path_factory):
-    return keyed_bundle(owner, tmp_path_factory.mktemp("np"), generate(negative_positive=True))
+def negative_positive(owner, tmp_path_factory, dask_scheduler):
+    return keyed_bundle(owner, tmp_path_factory.mktemp("np"), generate(negative_positive=True), dask_scheduler)
 
 
 def losses_and_predictions(config: str, bundle: Path, signer: Path, work_dir: Path, **options):
@@ -244,6 +244,7 @@ def test_mmseg_tools_train_needs_one_setting_and_checks_the_bundle(owner, tmp_pa
         RUNNERS.build(cfg)
 
 
+@pytest.mark.slow  # a training process of its own: ~11 s
 def test_a_config_that_does_not_fit_the_bundle_is_one_line(owner, tmp_path):
     """The check hook's refusal, through the command line: one line, exit code 2, and none of mmseg's warnings."""
     command = [sys.executable, "-m", "training.train", BASELINE, "--bundle", str(owner.bundles["encrypted"]),

@@ -75,6 +75,7 @@ def test_the_tiny_configs_evaluate_a_512x1024_image_in_few_backbone_passes(head)
     assert len(passes) == 32
 
 
+@pytest.mark.slow  # a training and a test run through the command line: ~14 s
 def test_validation_and_test_report_progress(owner, tmp_path):
     from training import test, train
 

@@ -19,7 +19,6 @@ from types import SimpleNamespace
 
 import pytest
 import zarr
-from distributed import LocalCluster
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -48,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def owner(tmp_path_factory):
+def owner(tmp_path_factory, dask_scheduler):
     """The owner's side, once: raw data and variants of it, stores of the owner's key, of another key and
     plain, and a checkpoint of each."""
     root = tmp_path_factory.mktemp("publish-owner")
@@ -66,13 +65,11 @@ def owner(tmp_path_factory):
 
     vit = write_random_vit(root / "timm.safetensors", ARCH)
     stores = {}
-    # One Dask cluster of one thread in this process for the five runs (a process pool takes seconds).
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
-        for name, source, store_key in [
-            ("store", raw, key), ("changed", changed, key), ("fewer", fewer, key), ("other", raw, other_key), ("plain", raw, None),
-        ]:
-            stores[name] = root / "owner" / f"{name}.zarr"
-            encrypt_dataset(str(source), str(stores[name]), store_key, workers=1, scheduler=cluster.scheduler_address, shard_size=2)
+    for name, source, store_key in [
+        ("store", raw, key), ("changed", changed, key), ("fewer", fewer, key), ("other", raw, other_key), ("plain", raw, None),
+    ]:
+        stores[name] = root / "owner" / f"{name}.zarr"
+        encrypt_dataset(str(source), str(stores[name]), store_key, workers=1, scheduler=dask_scheduler, shard_size=2)
     return SimpleNamespace(
         root=root,
         raw=raw,

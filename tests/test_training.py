@@ -87,6 +87,7 @@ def test_conventional1_predicts_what_the_baseline_predicts(owner, trained, tmp_p
     np.testing.assert_allclose(predictions(runner), baseline, rtol=1e-4, atol=1e-4 * np.abs(baseline).max())
 
 
+@pytest.mark.slow  # two more heads, three iterations each: Naive's runs above are the quick loop's
 @pytest.mark.parametrize("head", ["pup", "mla"])
 def test_proposed_follows_the_baseline_with_the_other_heads(owner, tmp_path, head):
     losses = {}

@@ -114,7 +114,7 @@ def as_is(sample):
     return sample
 
 
-@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+@pytest.mark.parametrize("start_method", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])  # spawn: ~13 s of imports
 def test_the_dataset_works_in_dataloader_worker_processes(owner, stores, start_method):
     """Every worker opens the store itself: nothing opened crosses a fork or a pickle."""
     data = dataset(stores["encrypted"])

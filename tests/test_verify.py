@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -43,24 +42,14 @@ ARRAY = f"{DATASET}/train/images/zarr.json"
 VAL_ARRAY, TEST_ARRAY = f"{DATASET}/val/images/zarr.json", f"{DATASET}/test/images/zarr.json"
 
 
-@contextmanager
-def in_process_cluster():
-    """A Dask cluster of one thread in this process: its address (starts in ms, a process pool in seconds)."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
-        yield cluster.scheduler_address
-
-
 @pytest.fixture(scope="module")
-def owner(tmp_path_factory):
+def owner(tmp_path_factory, dask_scheduler):
     """The owner's side, once: a key, an encrypted store and checkpoint, the published bundle, and
     another owner's key and checkpoint."""
     root = tmp_path_factory.mktemp("verify-owner")
     key, other_key = generate(), generate()
     write_sample(root / "raw", counts=SPLITS, size=(32, 64))
-    with in_process_cluster() as scheduler:
-        encrypt_dataset(str(root / "raw"), str(root / "dataset.zarr"), key, workers=1, scheduler=scheduler, shard_size=2)
+    encrypt_dataset(str(root / "raw"), str(root / "dataset.zarr"), key, workers=1, scheduler=dask_scheduler, shard_size=2)
     vit = write_random_vit(root / "timm.safetensors", ARCH)
     checkpoint = encrypt_checkpoint(vit, ARCH, key, root / "backbone.safetensors")
     publish(str(root / "dataset.zarr"), str(checkpoint), str(root / "bundle"), key)

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 pytest_plugins = ["training_fixtures"]
@@ -11,6 +13,7 @@ pytest_plugins = ["training_fixtures"]
 REPO = Path(__file__).parents[1]
 
 
+@pytest.mark.slow  # a training process of its own: ~15 s
 def test_tensorboard_event_files_are_written(owner, tmp_path):
     # A process of its own, as on the command line: mmengine's visualizer is a per-process singleton.
     work_dir = tmp_path / "work"

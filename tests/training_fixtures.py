@@ -27,22 +27,22 @@ COUNTS = {"train": 4, "val": 2}
 CLOUD = pretrained_normalization(ARCH).uniform()  # what the owner's checkpoints tell the cloud to use
 
 
-def write_bundle(root: Path, raw: Path, weights: Path, key: Key | None) -> Path:
+def write_bundle(root: Path, raw: Path, weights: Path, key: Key | None, scheduler: str) -> Path:
     """An unpublished bundle (no manifest): the dataset store and checkpoint for ``key``, plain if None."""
-    encrypt_dataset(str(raw), str(root / "dataset.zarr"), key, workers=1)
+    encrypt_dataset(str(raw), str(root / "dataset.zarr"), key, workers=1, scheduler=scheduler)
     encrypt_checkpoint(weights, ARCH, key, root / "backbone.safetensors")
     return root
 
 
 @pytest.fixture(scope="session")
-def owner(tmp_path_factory) -> SimpleNamespace:
+def owner(tmp_path_factory, dask_scheduler) -> SimpleNamespace:
     """The owner's key, raw data and timm checkpoint, the plain and encrypted bundles made from them, and
     the settings they were made with (arch, size, counts, and the cloud normalization)."""
     root = tmp_path_factory.mktemp("owner")
     key, raw = generate(), root / "cityscapes"
     write_sample(raw, counts=COUNTS, size=SIZE)
     weights = write_random_vit(root / f"{ARCH}.safetensors", ARCH)
-    sources = {kind: write_bundle(root / kind, raw, weights, k) for kind, k in (("plain", None), ("encrypted", key))}
+    sources = {kind: write_bundle(root / kind, raw, weights, k, dask_scheduler) for kind, k in (("plain", None), ("encrypted", key))}
     for kind, source in sources.items():
         publish(str(source / "dataset.zarr"), str(source / "backbone.safetensors"), str(root / "bundles" / kind), key)
     return SimpleNamespace(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -263,6 +264,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = vars(parser().parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # A corrupt PNG is reported in one line of ours: OpenCV, imported later by the stages (and by the
+    # local cluster's workers, which inherit this), would print a warning line of its own beside it.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     stage, config = args.pop("stage"), args.pop("config")
 
     def run() -> None:

@@ -169,3 +169,20 @@ def test_object_storage_without_credentials_is_one_line(tmp_path):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "credentials" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_a_corrupt_png_is_one_line_in_the_stage_and_in_its_workers(tmp_path):
+    from pipeline.sample import write_sample
+
+    write_sample(tmp_path / "raw", counts={"train": 1, "val": 1}, size=(32, 64))
+    (image,) = (tmp_path / "raw" / "leftImg8bit" / "train").glob("*/*.png")
+    image.write_bytes(image.read_bytes()[:100])  # the header survives: found when decoding
+    key = keys.generate()
+    keys.save(key, tmp_path / "key.json")
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_LOG_LEVEL"}
+    for stage in (["encrypt-query", "--query", image, "--out", tmp_path / "q"],  # decodes in this process
+                  ["encrypt", "--raw", tmp_path / "raw", "--store", tmp_path / "s.zarr", "--workers", "1"]):  # in a worker
+        command = [sys.executable, "-m", "pipeline.run", "--stage", *stage, "--key", tmp_path / "key.json"]
+        done = subprocess.run([str(c) for c in command], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines() == [f"error: {image}: cannot decode PNG (truncated or corrupt)"]

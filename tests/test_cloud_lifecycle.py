@@ -117,6 +117,16 @@ def test_test_and_predict_refuse_what_is_not_the_models(owner, other, trained, t
     assert not out.exists()  # refused before anything was written
 
 
+def test_a_corrupt_query_is_one_line(owner, trained, tmp_path, capfd):
+    image = np.random.default_rng(0).integers(0, 256, (*owner.size, 3), dtype=np.uint8)
+    query = write_rgb(tmp_path / "query.png", image)
+    query.write_bytes(query.read_bytes()[:200])  # the header survives: found when decoding
+    code = predict.main([str(a) for a in (PROPOSED, trained, "--bundle", owner.bundles["encrypted"], "--inputs", query, "--out", tmp_path / "out")])
+    lines = capfd.readouterr().err.strip().splitlines()  # OpenCV writes to the process's stderr, not Python's
+    assert code == 2 and lines[-1] == f"error: {query}: not a readable image"
+    assert not any("WARN" in line for line in lines), lines
+
+
 def test_predict_takes_files_folders_and_globs_and_writes_cityscapes_maps(owner, trained, tmp_path, capsys):
     """The user encrypts queries with the key; the cloud, without it, segments them exactly as it segments
     the same images from the bundle, and writes trainIds, labelIds and colours."""

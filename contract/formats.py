@@ -393,9 +393,10 @@ class CheckpointMetadata:
                 f"{where}: {cls.FORMAT} version {version!r}, this cipherseg reads version {cls.VERSION}"
             )
         values = {}
-        for name in ("encrypted", "norm_mean", "norm_std", "source_norm_mean", "source_norm_std"):
+        for name in ("encrypted", "norm_mean", "norm_std", "source_norm_mean", "source_norm_std", "channel_order"):
             if name not in metadata:
                 raise FormatError(f"{where}: the checkpoint's metadata lacks {name!r}")
+        for name in ("encrypted", "norm_mean", "norm_std", "source_norm_mean", "source_norm_std"):
             values[name] = parse_json(metadata[name].encode(), f"{where} ({name})")
         encrypted = field_of(values, "encrypted", bool, where)
         cipher = None
@@ -416,7 +417,7 @@ class CheckpointMetadata:
             cipher=cipher,
             normalization=Normalization.parse(values["norm_mean"], values["norm_std"], where),
             source_normalization=Normalization.parse(values["source_norm_mean"], values["source_norm_std"], where),
-            channel_order=metadata.get("channel_order", ""),
+            channel_order=metadata["channel_order"],
             layout=_layout(metadata.get("layout", cls.LAYOUT), where),
             source_arch=metadata.get("source_arch"),
             source_sha256=_sha256(source_sha256, where) if source_sha256 is not None else None,

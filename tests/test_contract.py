@@ -275,12 +275,13 @@ def test_checkpoint_metadata_with_a_wrong_field_is_refused(change):
 
 @pytest.mark.parametrize(
     "field",
-    ["format", "encrypted", "norm_mean", "norm_std", "source_norm_mean", "source_norm_std", "key_id", "block_size", "negative_positive"],
+    ["format", "encrypted", "norm_mean", "norm_std", "source_norm_mean", "source_norm_std", "channel_order",
+     "key_id", "block_size", "negative_positive"],
 )
 def test_checkpoint_metadata_missing_a_field_is_refused(field):
     """An encrypted checkpoint needs its whole cipher; every checkpoint its normalizations."""
     metadata = {name: value for name, value in CHECKPOINT.items() if name != field}
-    with pytest.raises(FormatError, match="^ckpt"):
+    with pytest.raises(FormatError, match="^ckpt" if field == "format" else f"^ckpt.*lacks {field!r}"):
         CheckpointMetadata.parse(metadata, "ckpt")
     with pytest.raises(FormatError, match="not a cipherseg checkpoint"):
         CheckpointMetadata.parse(None, "ckpt")

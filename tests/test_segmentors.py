@@ -301,8 +301,6 @@ def predictions(runner) -> np.ndarray:
 # exact patch embedding, where every step must agree bit for bit: a few steps through warm-up and decay
 # show that (a BEiT-B/16 step takes seconds on two cores). All slow: SETR's tests are the quick loop's.
 ITERATIONS = {"segmenter_tiny_mask": 20, "upernet_tiny_mln": 5, "dpt_tiny_project": 5, "beit_tiny_upernet": 2}
-CONFIGS_TRAINED = [pytest.param(c, marks=pytest.mark.slow) for c in ITERATIONS]
-EXACT_CONFIGS = [pytest.param(c, marks=pytest.mark.slow) for c in ITERATIONS if c != "segmenter_tiny_mask"]
 
 
 @pytest.fixture(scope="module")
@@ -355,7 +353,8 @@ def test_proposed_follows_the_baseline_within_rounding(trained, key):
     assert baseline.losses[-1] < 0.8 * baseline.losses[0]  # it learns, so agreement means something
 
 
-@pytest.mark.parametrize("config", EXACT_CONFIGS)
+@pytest.mark.slow
+@pytest.mark.parametrize("config", [c for c in ITERATIONS if c != "segmenter_tiny_mask"])
 def test_proposed_is_the_baseline_bit_for_bit_with_an_exact_patch_embedding(trained, config):
     runs = trained(config)
     baseline, proposed = runs["baseline"], runs["proposed"]
@@ -365,7 +364,8 @@ def test_proposed_is_the_baseline_bit_for_bit_with_an_exact_patch_embedding(trai
     assert baseline.losses[-1] < baseline.losses[0]  # it learns, so agreement means something
 
 
-@pytest.mark.parametrize("config", CONFIGS_TRAINED)
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ITERATIONS)
 def test_conventional2_does_not_follow_the_baseline(trained, config):
     """The fold is what makes the proposed run follow: the plain checkpoint on the same encrypted images
     (measured: 2e-3 to 0.16 off in the first two losses) does not."""
@@ -375,7 +375,8 @@ def test_conventional2_does_not_follow_the_baseline(trained, config):
     assert np.max(np.abs(skipped - baseline) / baseline) > max(1e-4, 100 * np.max(np.abs(proposed - baseline) / baseline))
 
 
-@pytest.mark.parametrize("config", CONFIGS_TRAINED)
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ITERATIONS)
 def test_conventional1_predicts_what_the_baseline_predicts(owner, beit, trained, config, tmp_path):
     """The owner encrypts the patch embedding of the model fine-tuned on plain images, as the cloud hands
     it back: the same model, for the encrypted test images."""

@@ -19,6 +19,7 @@ import numpy as np
 from mmengine.runner import Runner
 
 from pipeline import keys
+from pipeline.bundle import publish
 from pipeline.encrypt import encrypt_dataset
 from pipeline.sample import write_random_vit, write_sample
 from pipeline.weights import encrypt_checkpoint
@@ -49,9 +50,10 @@ def main() -> None:
         weights = write_random_vit(tmp / f"{ARCH}.safetensors", ARCH)
         bundles = {}
         for method, method_key in (("baseline", None), ("proposed", key)):
-            bundles[method] = tmp / method
+            bundles[method] = tmp / method / "bundle"
             encrypt_dataset(str(raw), str(tmp / method / "dataset.zarr"), method_key, workers=1)
             encrypt_checkpoint(weights, ARCH, method_key, tmp / method / "backbone.safetensors")
+            publish(str(tmp / method / "dataset.zarr"), str(tmp / method / "backbone.safetensors"), str(bundles[method]), key)
         times = {"baseline": [], "proposed": []}
         for _ in range(ROUNDS):
             for method in times:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import PipelineError
+from contract.outputs import OutputKind, kind_of
 from pipeline.storage import write_private
 
 SCALES = (0.5, 2.0)  # the paper's (mmseg's) RandomResize ratio range
@@ -34,7 +35,8 @@ def augment_tree(raw: str | Path, out: str | Path, *, copies: int = 1, seed: int
     if copies < 1:
         raise PipelineError(f"copies must be at least 1, not {copies}")
     for source in sorted(p for p in raw.rglob("*") if p.is_file()):
-        write_private(str(out / source.relative_to(raw)), source.read_bytes())
+        data = source.read_bytes()
+        write_private(str(out / source.relative_to(raw)), data, kind_of(data[:4096]))
     rng = np.random.default_rng(seed)
     written = []
     for path in images:
@@ -46,8 +48,8 @@ def augment_tree(raw: str | Path, out: str | Path, *, copies: int = 1, seed: int
         for i in range(1, copies + 1):
             new_image, new_label = augment(image, label, rng)
             target = out / "leftImg8bit" / "train" / path.parent.name / f"{stem}_aug{i}_leftImg8bit.png"
-            write_private(str(target), _png(new_image))
-            write_private(str(out / "gtFine" / "train" / path.parent.name / f"{stem}_aug{i}_gtFine_labelIds.png"), _png(new_label))
+            write_private(str(target), _png(new_image), OutputKind.PNG)
+            write_private(str(out / "gtFine" / "train" / path.parent.name / f"{stem}_aug{i}_gtFine_labelIds.png"), _png(new_label), OutputKind.PNG)
             written.append(target)
     return written
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from contract.formats import Skip, StoreAttributes
@@ -68,7 +68,7 @@ def encrypt_dataset(
         if sum(skip.split == plan.name for skip in skipped) == len(plan.samples):
             raise PipelineError(f"{raw}: no usable image in split {plan.name!r} (every one was skipped); the store stays incomplete")
     attributes = StoreAttributes.parse(dict(root.attrs), store)
-    finish_store(root, replace(attributes, complete=True, skipped=skipped))
+    finish_store(root, attributes.model_copy(update={"complete": True, "skipped": skipped}))
     written = sum(result.written for result in results)
     return EncryptSummary(store, {p.name: len(p.samples) for p in plans}, written, len(results) - written, skipped)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from fsspec.core import url_to_fs
 
-from contract.formats import LABELLED, SPLITS, Skip
+from contract.formats import LABELLED, MAX_IMAGE_PIXELS, SPLITS, Skip
 from pipeline.errors import OnError, PipelineError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -100,6 +100,8 @@ def image_problem(header: tuple[int, int, int, int] | None, block_size: int | No
     if header is None:
         return "not a PNG file"
     height, width, depth, colour = header
+    if height * width > MAX_IMAGE_PIXELS:
+        return f"image size {height}x{width} is larger than cipherseg decodes ({MAX_IMAGE_PIXELS} pixels at most)"
     if (depth, colour) != (8, PNG_RGB):
         return f"not an 8-bit RGB PNG (bit depth {depth}, colour type {colour}{', with alpha' if colour == 6 else ''})"
     if block_size and (height % block_size or width % block_size):
@@ -118,7 +120,7 @@ def _plan_split(raw, split, paths, labels, entries, headers, block_size, policy:
         name = path.rsplit("/", 1)[1].removesuffix("_leftImg8bit.png")
         label = labels.get(path)
         problem = _problem(path, label, entries, headers, shape, block_size)
-        skip = policy.handle(Skip(split, name, *problem), raw) if problem else None
+        skip = policy.handle(Skip(split=split, name=name, file=problem[0], reason=problem[1]), raw) if problem else None
         stamp = " ".join(str(entries.get(p)) for p in (path, label) if p)
         samples.append(Sample(name, path, label, stamp, skip))
     if shape is None or all(sample.problem for sample in samples):

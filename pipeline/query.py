@@ -8,7 +8,7 @@ so that reading it back as RGB gives the ciphertext the cloud's model expects, a
 
 from __future__ import annotations
 
-import json
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from contract.formats import QUERY_TAG, CipherSpec
+from contract.outputs import OutputKind, write_file
 
 from pipeline.cipher import BlockCipher
 from pipeline.errors import PipelineError
@@ -45,16 +46,12 @@ def read_query(path: str | Path, block_size: int) -> np.ndarray:
 
 def write_rgb(path: str | Path, image: np.ndarray, cipher: CipherSpec | None = None) -> Path:
     """Write an RGB image as PNG, naming ``cipher`` in its text chunk when given."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     info = PngInfo()
     if cipher is not None:
-        info.add_text(QUERY_TAG, json.dumps(cipher.to_json()))
-    try:
-        Image.fromarray(image, "RGB").save(path, format="PNG", pnginfo=info, compress_level=1)
-    except OSError as error:
-        raise PipelineError(f"{path}: could not write the image ({error})") from None
-    return path
+        info.add_text(QUERY_TAG, cipher.model_dump_json())
+    png = io.BytesIO()
+    Image.fromarray(image, "RGB").save(png, format="PNG", pnginfo=info, compress_level=1)
+    return write_file(path, png.getvalue(), OutputKind.PNG)
 
 
 def encrypt_queries(images: Sequence[str | Path], key: Key, out: str | Path) -> list[Path]:

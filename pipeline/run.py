@@ -51,6 +51,9 @@ def stage_keygen(o: Options) -> None:
     from pipeline import keys
 
     key = keys.generate(o.block_size, o.negative_positive)
+    keys.check_key_path(o.key_path, not_inside=(o.store, o.bundle))
+    if Path(o.signer_path).exists() or Path(o.signer_path).is_symlink():  # a new key's signer is new: refuse before writing
+        raise PipelineError(f"{o.signer_path}: a signer file is already there (another key's); give --signer a new path")
     path = keys.save(key, o.key_path, not_inside=(o.store, o.bundle))
     signer = save_signer(key.signer(), o.signer_path)
     log.info("wrote a new key to %s (key id %s); keep it secret", path, key.key_id)

@@ -1,6 +1,7 @@
 """The cloud's whole journey with a bundle, as a new user follows the README: train, resume, test, export,
 predict, and the model back to its owner; with each key option, and what is refused along the way."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -10,18 +11,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
+import mmseg
 import numpy as np
 import pytest
 import torch
 import zarr
-from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 from mmseg.apis import init_model
-from mmseg.registry import RUNNERS
 from safetensors import safe_open
 
 from contract.errors import UserError
-from contract.formats import ModelProvenance
+from contract.formats import BundleReference, ModelProvenance
 from contract.signing import save_signer
 from pipeline import run as owner_cli
 from pipeline.bundle import publish
@@ -30,7 +30,7 @@ from pipeline.keys import generate, save
 from pipeline.query import encrypt_queries, write_rgb
 from pipeline.weights import encrypt_checkpoint
 from training import export, predict, test, train
-from training.checkpoint import load_pth
+from training.loaders import load_from_pth
 from training.predict import segment
 from training.transforms import contrast_about_grey
 
@@ -78,10 +78,23 @@ def run_cli(command, argv, capsys) -> tuple[int, str]:
 
 
 def test_every_checkpoint_records_its_provenance(owner, trained):
-    meta = load_pth(str(trained))["meta"]
+    """What the model reads, the method, and the very publication of the bundle it was trained on."""
+    meta = load_from_pth(str(trained))["meta"]
     provenance = ModelProvenance.parse(meta[ModelProvenance.META_KEY], "meta")
-    assert provenance == ModelProvenance(owner.key.spec(), owner.cloud, "proposed")
-    assert ModelProvenance.META_KEY in load_pth(str(trained.parent / f"iter_{ITERS // 2}.pth"))["meta"]
+    bundle = owner.bundles["encrypted"]
+    manifest = (bundle / "manifest.json").read_bytes()
+    assert provenance == ModelProvenance(
+        cipher=owner.key.spec(),
+        normalization=owner.cloud,
+        method="proposed",
+        bundle=BundleReference(
+            location=str(bundle),
+            manifest_sha256=hashlib.sha256(manifest).hexdigest(),
+            sequence=json.loads(manifest)["sequence"],
+            signer=owner.key.signer().fingerprint,
+        ),
+    )
+    assert ModelProvenance.META_KEY in load_from_pth(str(trained.parent / f"iter_{ITERS // 2}.pth"))["meta"]
 
 
 def test_test_verifies_and_evaluates(owner, trained, capsys):
@@ -90,6 +103,9 @@ def test_test_verifies_and_evaluates(owner, trained, capsys):
     assert code == 0
     metrics = json.loads(out.read_text())
     assert {"aAcc", "mIoU", "mAcc"} <= metrics.keys() and len(metrics["per_class"]) == 19
+    # Which publication the model was trained on and which it was tested on: here the same one.
+    digest = hashlib.sha256((owner.bundles["encrypted"] / "manifest.json").read_bytes()).hexdigest()
+    assert metrics["trained_on"] == metrics["tested_on"] and metrics["tested_on"]["manifest_sha256"] == digest
 
 
 def test_test_and_predict_refuse_what_is_not_the_models(owner, other, trained, tmp_path, capsys):
@@ -101,7 +117,7 @@ def test_test_and_predict_refuse_what_is_not_the_models(owner, other, trained, t
     assert code == 2 and "not signed by owner" in err
     # A checkpoint that records no provenance.
     bare = tmp_path / "bare.pth"
-    torch.save({"state_dict": load_pth(str(trained))["state_dict"]}, bare)
+    torch.save({"state_dict": load_from_pth(str(trained))["state_dict"]}, bare)
     code, err = run_cli(test, [PROPOSED, bare, "--bundle", owner.bundles["encrypted"]], capsys)
     assert code == 2 and "records no provenance" in err
 
@@ -154,27 +170,28 @@ def test_predict_takes_files_folders_and_globs_and_writes_cityscapes_maps(owner,
 
 def model_of(config: str, bundle: Path, checkpoint: Path):
     from training.config import load_config
-    from training.runner import resolve_bundle
+    from training.resolve import resolve_config
 
-    cfg = load_config(config, str(bundle))
-    resolve_bundle(cfg)
+    cfg = load_config(config, str(bundle), work_dir=checkpoint.parent / "predict")
+    resolve_config(cfg)
     model = init_model(cfg, device="cpu")
     load_checkpoint(model, str(checkpoint), map_location="cpu")
     return model
 
 
-@pytest.mark.parametrize("route", ["training checkpoint", "export"])
-def test_the_model_goes_back_to_its_owner(owner, trained, tmp_path, capsys, route):
-    """decrypt-weights turns the cloud's model into a plain one that predicts on plain images exactly what
-    the cloud's model predicts on the encrypted ones: not one pixel differs."""
-    source = trained
-    if route == "export":
-        source = tmp_path / "model.safetensors"
-        assert export.main([str(trained), "--out", str(source)]) == 0
-        with safe_open(source, framework="pt") as f:
-            assert json.loads(f.metadata()["encrypted"]) is True and f.metadata()["key_id"] == owner.key.key_id
+def test_the_model_goes_back_to_its_owner(owner, trained, tmp_path, capsys):
+    """decrypt-weights turns the cloud's exported model into a plain one that predicts on plain images exactly
+    what the cloud's model predicts on the encrypted ones: not one pixel differs. The training checkpoint
+    itself (a pickle the cloud wrote) is refused: the owner never unpickles what the cloud wrote."""
+    source = tmp_path / "model.safetensors"
+    assert export.main([str(trained), "--out", str(source)]) == 0
+    with safe_open(source, framework="pt") as f:
+        assert json.loads(f.metadata()["encrypted"]) is True and f.metadata()["key_id"] == owner.key.key_id
     plain_model = tmp_path / "plain.safetensors"
     key = save(owner.key, tmp_path / "owner" / "key.json")
+    code, err = run_cli(owner_cli, ["--stage", "decrypt-weights", "--key", key, "--checkpoint", trained, "--out", plain_model], capsys)
+    assert code == 2 and "an mmengine training checkpoint: the cloud turns it into safetensors with python -m training.export" in err
+    assert not plain_model.exists()
     assert owner_cli.main(["--stage", "decrypt-weights", "--key", str(key), "--checkpoint", str(source), "--out", str(plain_model)]) == 0
 
     cloud = model_of(PROPOSED, owner.bundles["encrypted"], trained)
@@ -200,12 +217,13 @@ def negative_positive(owner, tmp_path_factory, dask_scheduler):
 
 
 def losses_and_predictions(config: str, bundle: Path, signer: Path, work_dir: Path, **options):
+    from mmengine.runner import Runner
+
     from training.config import load_config
-    from training.runner import CipherSegRunner
 
     cfg = load_config(config, str(bundle), signer=str(signer), work_dir=work_dir, cfg_options=options)
     cfg.experiment_name = uuid.uuid4().hex
-    runner = CipherSegRunner.from_cfg(cfg)
+    runner = Runner.from_cfg(cfg)
     runner.train()
     model = runner.model.eval()
     with torch.no_grad():
@@ -238,20 +256,34 @@ def test_a_negative_positive_bundle_trains_and_follows_the_baseline(owner, negat
 # --- mmseg's own entry point, devices, refusals --------------------------------------------------
 
 
-def test_mmseg_tools_train_needs_one_setting_and_checks_the_bundle(owner, tmp_path):
-    """As mmseg's tools/train.py builds its runner: Config.fromfile, --cfg-options, RUNNERS.build."""
-    cfg = Config.fromfile(PROPOSED)
-    cfg.merge_from_dict({"bundle": str(owner.bundles["encrypted"]), "train_cfg.max_iters": 2, "work_dir": str(tmp_path / "w")})
-    RUNNERS.build(cfg).train()
-    assert (tmp_path / "w" / "iter_2.pth").is_file()
+MMSEG_TOOLS = Path(mmseg.__file__).parent / ".mim" / "tools"
 
-    tampered = tmp_path / "tampered"
-    shutil.copytree(owner.bundles["encrypted"], tampered)
+
+def mmseg_tool(tool: str, *args, cwd: Path) -> subprocess.CompletedProcess:
+    """Run one of mmseg's own scripts, as the installed package ships them."""
+    command = [sys.executable, str(MMSEG_TOOLS / tool), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.slow  # two processes of mmseg's tools: ~25 s
+def test_mmseg_tools_train_and_test_need_one_setting_and_check_the_bundle(owner, tmp_path):
+    """mmseg's tools/train.py and tools/test.py, as installed, on a shipped config with --cfg-options bundle
+    and signer: they train and test with the project's checks (a tampered bundle is refused by both)."""
+    options = ["--cfg-options", f"bundle={owner.bundles['encrypted']}", f"signer={owner.signer}"]
+    done = mmseg_tool("train.py", PROPOSED, "--work-dir", tmp_path / "w", *options, "train_cfg.max_iters=2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = tmp_path / "w" / "iter_2.pth"
+    assert checkpoint.is_file()
+    done = mmseg_tool("test.py", PROPOSED, checkpoint, "--work-dir", tmp_path / "t", *options, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "verified, signed by owner" in done.stdout + done.stderr and "mIoU" in done.stdout + done.stderr
+
+    tampered = Path(shutil.copytree(owner.bundles["encrypted"], tmp_path / "tampered"))
     (tampered / "evil.py").write_text("print('hello')")
-    cfg = Config.fromfile(PROPOSED)
-    cfg.merge_from_dict({"bundle": str(tampered), "work_dir": str(tmp_path / "x")})
-    with pytest.raises(UserError, match="evil.py: not listed in the manifest"):
-        RUNNERS.build(cfg)
+    options = ["--cfg-options", f"bundle={tampered}"]
+    for tool, args in (("train.py", [PROPOSED]), ("test.py", [PROPOSED, checkpoint])):
+        done = mmseg_tool(tool, *args, "--work-dir", tmp_path / "x", *options, cwd=tmp_path)
+        assert done.returncode != 0 and "evil.py: not listed in the manifest" in done.stderr, tool
 
 
 @pytest.mark.slow  # a training process of its own: ~11 s

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mmengine.config import Config, DictAction
 
-from contract.errors import UserError
+from contract.errors import UserError, quoted
 
 
 def add_common_arguments(parser) -> None:
@@ -20,6 +23,10 @@ def add_common_arguments(parser) -> None:
         help="the owner's public signer file: refuse any bundle the owner did not sign (without it, integrity only)",
     )
     parser.add_argument("--storage-options", help="fsspec storage options for the bundle, as JSON (e.g. an S3 endpoint)")
+    parser.add_argument(
+        "--min-sequence", type=int, metavar="N",
+        help="accept publication N of the bundle or newer, instead of the newest one accepted before (default: that one)",
+    )
     parser.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto",
         help="where the model runs: a CUDA GPU when there is one (auto), or as chosen",
@@ -33,22 +40,26 @@ def load_config(
     *,
     signer: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    min_sequence: int | None = None,
     cfg_options: dict[str, Any] | None = None,
     work_dir: str | Path | None = None,
 ) -> Config:
     """The config at ``config`` for this bundle, signer and storage options, with overrides applied.
 
-    The runner (training.runner) verifies the bundle and resolves the config's ``{bundle}`` paths.
-    ``work_dir`` defaults to ``work_dirs/<config name>``.
+    A signer (or storage options, or a minimum sequence) given here and one in the config or its
+    overrides must agree: either counts. cipherseg's loops (training.resolve) verify the bundle and
+    resolve the config's ``{bundle}`` paths. ``work_dir`` defaults to ``work_dirs/<config name>``.
     """
     if not Path(config).is_file():
-        raise UserError(f"{config}: no such config file")
+        raise UserError(f"{quoted(config)}: no such config file")
     cfg = Config.fromfile(str(config))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    cfg.bundle = bundle
-    cfg.signer = signer
-    cfg.storage_options = storage_options or {}
+    for name, value in (("bundle", bundle), ("signer", signer), ("storage_options", storage_options), ("min_sequence", min_sequence)):
+        configured = cfg.get(name)
+        if value and configured and value != configured:
+            raise UserError(f"--{name.replace('_', '-')} {quoted(value)} and the config's {name} {quoted(configured)} differ; give one")
+        cfg[name] = value or configured
     cfg.work_dir = str(work_dir or Path("work_dirs") / Path(config).stem)
     return cfg
 
@@ -60,9 +71,23 @@ def config_from_arguments(args, *, work_dir: str | Path | None = None) -> Config
         args.bundle,
         signer=args.signer,
         storage_options=parse_options(args.storage_options),
+        min_sequence=args.min_sequence,
         cfg_options=args.cfg_options,
         work_dir=work_dir,
     )
+
+
+@contextmanager
+def removed_on_refusal(work_dir: str | Path) -> Iterator[None]:
+    """Remove ``work_dir`` again if this block made it and then refused (a UserError) before writing a
+    checkpoint: nothing is left of a refused command. A work directory that existed before is left as it is."""
+    existed = Path(work_dir).exists()
+    try:
+        yield
+    except UserError:
+        if not existed and not any(Path(work_dir).rglob("*.pth")):
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
 
 
 def select_device(choice: str) -> str:

@@ -624,11 +624,11 @@ def encrypted_examples(work: Path, plain_bundle: Path) -> dict[str, np.ndarray]:
     (``encrypt-query``, the user's side of the owner's command line): {"plain" | "shuffled" | "negative-positive": RGB}."""
     from PIL import Image
 
-    from training.store import open_store
+    import zarr
 
     root = work / "fig4"
     root.mkdir(parents=True, exist_ok=True)
-    images = {"plain": open_store(str(plain_bundle / "dataset.zarr"))["val"]["images"][0]}
+    images = {"plain": zarr.open_group(str(plain_bundle / "dataset.zarr"), mode="r")["val"]["images"][0]}
     query = root / "query.png"
     Image.fromarray(images["plain"]).save(query)
     negative_positive = work / "owner" / "negative-positive" / "key.json"
@@ -679,10 +679,10 @@ def fig5(title: str, models: dict[str, tuple[object, Path]], bundles: dict[str, 
     from mmseg.datasets import CityscapesDataset
 
     from training.predict import segment
-    from training.store import open_store
+    import zarr
 
     plt = _pyplot()
-    plain, encrypted = (open_store(str(bundles[kind] / "dataset.zarr"))["val"] for kind in ("plain", "encrypted"))
+    plain, encrypted = (zarr.open_group(str(bundles[kind] / "dataset.zarr"), mode="r")["val"] for kind in ("plain", "encrypted"))
     colours = np.zeros((256, 3), np.uint8)  # black for 255 (ignored)
     colours[:19] = CityscapesDataset.METAINFO["palette"]
     device = "cuda" if torch.cuda.is_available() else "cpu"

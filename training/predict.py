@@ -23,6 +23,7 @@ import numpy as np
 
 from contract.errors import UserError, run_reporting
 from contract.formats import QUERY_TAG, CipherSpec, describe_cipher
+from contract.outputs import OutputKind, write_file
 from training.config import add_common_arguments
 
 def segment(model, image: np.ndarray) -> np.ndarray:
@@ -65,6 +66,8 @@ def read_query(path: Path, patch: int) -> tuple[np.ndarray, CipherSpec | None]:
     try:
         with Image.open(path) as png:
             tag = png.text.get(QUERY_TAG) if png.format == "PNG" else None
+    except Image.DecompressionBombError:
+        raise UserError(f"{path}: larger than cipherseg decodes") from None
     except OSError:
         raise UserError(f"{path}: not a readable image") from None
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -72,7 +75,7 @@ def read_query(path: Path, patch: int) -> tuple[np.ndarray, CipherSpec | None]:
         raise UserError(f"{path}: not a readable image")
     if bgr.shape[0] % patch or bgr.shape[1] % patch:
         raise UserError(f"{path}: size {bgr.shape[0]}x{bgr.shape[1]} is not a multiple of the patch size {patch}")
-    cipher = CipherSpec.parse(json.loads(tag), str(path)) if tag else None
+    cipher = CipherSpec.parse(tag, f"{path} (its {QUERY_TAG} tag)") if tag else None
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), cipher
 
 
@@ -98,7 +101,7 @@ def predict(
     from training.progress import Progress
     from training.provenance import check_reads, model_reads
 
-    reads, _ = model_reads(checkpoint)
+    reads = model_reads(checkpoint).cipher
     check_reads(checkpoint, reads, bundle, f"the bundle {cfg.bundle}")
     patch = cfg.model.backbone.patch_size
     queries = []
@@ -126,9 +129,7 @@ def predict(
                 ("color", cv2.cvtColor(colours[train_ids], cv2.COLOR_RGB2BGR)),
             ):
                 target = out / f"{path.stem}_{suffix}.png"
-                if not cv2.imwrite(str(target), result):
-                    raise UserError(f"{target}: could not write the image")
-                written.append(target)
+                written.append(write_file(target, cv2.imencode(".png", result)[1].tobytes(), OutputKind.PNG))
             progress.update()
     if legend:
         written.append(_write_legend(out / "legend.png", colours))
@@ -160,8 +161,7 @@ def _write_legend(path: Path, colours: np.ndarray) -> Path:
     for i, name in enumerate(classes):
         legend[i * row + 2 : (i + 1) * row - 2, 4:40] = colours[i]
         cv2.putText(legend, name, (48, (i + 1) * row - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.imwrite(str(path), cv2.cvtColor(legend, cv2.COLOR_RGB2BGR))
-    return path
+    return write_file(path, cv2.imencode(".png", cv2.cvtColor(legend, cv2.COLOR_RGB2BGR))[1].tobytes(), OutputKind.PNG)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,12 +181,12 @@ def run_predict(args: argparse.Namespace) -> None:
 
     register()
     from training.config import config_from_arguments, select_device
-    from training.runner import resolve_bundle
+    from training.resolve import resolve_config
 
     device = select_device(args.device)
     inputs = expand_inputs(args.inputs)
     cfg = config_from_arguments(args)
-    bundle = resolve_bundle(cfg).manifest.cipher
+    bundle = resolve_config(cfg).verified.manifest.cipher
     predict(cfg, args.checkpoint, inputs, args.out, bundle=bundle, device=device, legend=args.legend)
     print(f"{len(inputs)} label maps written to {args.out}")
 

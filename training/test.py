@@ -14,20 +14,31 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from contract.errors import UserError, run_reporting
-from training.config import add_common_arguments
+from contract.errors import UserError, quoted, run_reporting
+from contract.outputs import OutputKind, check_output, write_file
+from training.config import add_common_arguments, removed_on_refusal
 
 
 def evaluate(cfg, checkpoint: str) -> dict[str, Any]:
-    """Metrics of ``checkpoint`` on the config's test split: aAcc, mIoU, mAcc and ``per_class``."""
-    from training.runner import CipherSegRunner
+    """Metrics of ``checkpoint`` on the config's test split: aAcc, mIoU, mAcc and ``per_class``, and which
+    publications of the bundle the model was trained on (``trained_on``, from its provenance) and tested on."""
+    from mmengine.runner import Runner
 
+    from training.provenance import model_reads
+    from training.resolve import run_of
+
+    trained_on = model_reads(checkpoint).bundle
     cfg.load_from = checkpoint
     cfg.test_evaluator = dict(cfg.test_evaluator, type="PerClassIoUMetric")
-    runner = CipherSegRunner.from_cfg(cfg)
+    runner = Runner.from_cfg(cfg)
     summary = runner.test()
     metric = runner.test_loop.evaluator.metrics[0]
-    return {**{name: float(summary[name]) for name in ("aAcc", "mIoU", "mAcc")}, "per_class": metric.per_class}
+    return {
+        **{name: float(summary[name]) for name in ("aAcc", "mIoU", "mAcc")},
+        "per_class": metric.per_class,
+        "trained_on": trained_on.to_json() if trained_on else None,
+        "tested_on": run_of(runner).verified.reference().to_json(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,13 +60,18 @@ def run_test(args: argparse.Namespace) -> None:
 
     select_device(args.device)
     if not Path(args.checkpoint).is_file() and "://" not in args.checkpoint:
-        raise UserError(f"{args.checkpoint}: no such checkpoint file")
+        raise UserError(f"{quoted(args.checkpoint)}: no such checkpoint file")
     cfg = config_from_arguments(args, work_dir=args.work_dir)
-    metrics = evaluate(cfg, args.checkpoint)
     out = Path(args.out or Path(cfg.work_dir) / "metrics.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2))
+    check_output(out, OutputKind.JSON)
+    with removed_on_refusal(cfg.work_dir):
+        metrics = evaluate(cfg, args.checkpoint)
+    write_file(out, (json.dumps(metrics, indent=2) + "\n").encode(), OutputKind.JSON)
     print(f"aAcc {metrics['aAcc']:.2f}  mIoU {metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}  (per class: {out})")
+    trained, tested = metrics["trained_on"], metrics["tested_on"]
+    if trained:
+        print(f"model trained on publication {trained['sequence']} of {trained['location']} (manifest {trained['manifest_sha256'][:16]}...)")
+    print(f"tested on publication {tested['sequence']} of {tested['location']} (manifest {tested['manifest_sha256'][:16]}...)")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ _OPEN_SPLITS = 4  # a loading transform reads one split; a few are kept open per
 
 
 class _ZarrReader(BaseTransform):
-    """Reads the split a sample's data info names, opening it once per process (a dataloader worker forked
-    from the main process must not share its connections: s3fs sessions are not fork-safe)."""
+    """Reads the split a sample's data info names from the verified bundle (training.store), opening it once
+    per process (a dataloader worker forked from the main process must not share its connections: s3fs
+    sessions are not fork-safe)."""
 
     def __init__(self) -> None:
         self._splits: dict[tuple, zarr.Group] = {}
@@ -46,11 +47,12 @@ class _ZarrReader(BaseTransform):
 
     def _split(self, results: dict) -> zarr.Group:
         options = results["storage_options"]
-        which = (results["zarr_store"], json.dumps(options, sort_keys=True), results["zarr_split"], os.getpid())
+        bundle, digest = results["bundle"], results["manifest_sha256"]
+        which = (bundle, digest, json.dumps(options, sort_keys=True), results["zarr_split"], os.getpid())
         if which not in self._splits:
             if len(self._splits) >= _OPEN_SPLITS:
                 self._splits.clear()
-            self._splits[which] = open_store(results["zarr_store"], options)[results["zarr_split"]]
+            self._splits[which] = open_store(bundle, digest, options)[results["zarr_split"]]
         return self._splits[which]
 
 

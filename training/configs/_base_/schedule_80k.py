@@ -5,7 +5,8 @@ env_cfg = dict(
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
     dist_cfg=dict(backend='nccl'))
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+# Named after the run (mmengine's default), so that runs in one process (tests) do not share one visualizer.
+visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends)
 log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None
@@ -16,9 +17,10 @@ optim_wrapper = dict(
     clip_grad=None,
     paramwise_cfg=dict(custom_keys={'head': dict(lr_mult=10.)}))
 param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=80000, by_epoch=False)]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=80000, val_interval=8000)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
+# mmengine's loops, on the verified bundle only (training/resolve.py).
+train_cfg = dict(type='CipherSegIterBasedTrainLoop', max_iters=80000, val_interval=8000)
+val_cfg = dict(type='CipherSegValLoop')
+test_cfg = dict(type='CipherSegTestLoop')
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
@@ -27,5 +29,5 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'),
     progress=dict(type='ProgressHook'))  # images done and rate in validation and testing (training/progress.py)
-# What the method expects of the bundle (training/checkpoint.py): the proposed method by default.
+# What the method expects of the bundle (training/hooks.py): the proposed method by default.
 custom_hooks = [dict(type='CipherSegCheckHook', data='encrypted', checkpoint='encrypted')]

@@ -87,7 +87,7 @@ def test_importing_the_cloud_side_changes_nothing():
     the entry points do that explicitly (training.plugin.register)."""
     script = (
         "import sys\n"
-        "import training, training.train, training.test, training.predict, training.export, training.experiments\n"
+        "import training, training.train, training.test, training.predict, training.export\n"
         "assert 'mmcv.ops' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)\n"
         "from training.plugin import register\n"
         "assert 'mmcv.ops' in sys.modules\n"

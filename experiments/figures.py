@@ -132,6 +132,6 @@ def fig5(title: str, models: dict[str, tuple[object, Path]], bundles: dict[str, 
     handles = [Patch(facecolor=colours[i if i < 19 else 255] / 255, edgecolor="0.5", label=c) for i, c in enumerate(classes)]
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=9, frameon=False)
     fig.suptitle(f"Segmentation maps ({title}; val images)", fontsize=11)
-    fig.tight_layout(rect=(0, 1.1 / fig.get_figheight(), 1, 1))
+    fig.tight_layout(rect=(0, 1.1 / fig.get_figheight(), 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
     fig.savefig(path, dpi=100)
     plt.close(fig)

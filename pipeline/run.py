@@ -11,13 +11,20 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import fields
+from enum import Enum
 from pathlib import Path
 
 from contract.errors import run_reporting
-from pipeline.config import Options, resolve
+from pipeline.config import OUT_DEFAULTS, Options, resolve
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun`` in the right number: '1 image', '2 images', '3 queries'."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def stage_sample(o: Options) -> None:
@@ -26,7 +33,7 @@ def stage_sample(o: Options) -> None:
 
     counts = dict(zip(("train", "val", "test"), o.sample_counts))
     paths = sample.write_sample(o.raw, counts=counts, size=o.sample_size, seed=o.seed)
-    log.info("wrote %d sample images under %s", len(paths), o.raw)
+    log.info("wrote %s under %s", count(len(paths), "sample image"), o.raw)
     if o.weights is None and o.raw != Options.raw:  # only under the paths it was given
         log.info("no --weights given: no stand-in checkpoint written")
         return
@@ -42,7 +49,7 @@ def stage_augment(o: Options) -> None:
         raise PipelineError("--stage augment needs --out (a folder for the augmented Cityscapes tree)")
     _require(o.raw, "the Cityscapes tree to augment (--raw)")
     written = augment.augment_tree(o.raw, o.out, copies=o.copies, seed=o.seed)
-    log.info("wrote %s with %d augmented training images; encrypt it with --raw %s", o.out, len(written), o.out)
+    log.info("wrote %s with %s; encrypt it with --raw %s", o.out, count(len(written), "augmented training image"), o.out)
 
 
 def stage_keygen(o: Options) -> None:
@@ -75,9 +82,9 @@ def stage_encrypt(o: Options) -> None:
         storage_options=o.storage_options,
     )
     log.info(
-        "%s: %s (%d shards written, %d already done, %d images skipped)",
+        "%s: %s (%s written, %d already done, %s skipped)",
         summary.store, ", ".join(f"{n} {split}" for split, n in summary.samples.items()),
-        summary.shards_written, summary.shards_reused, len(summary.skipped),
+        count(summary.shards_written, "shard"), summary.shards_reused, count(len(summary.skipped), "image"),
     )
     for skip in summary.skipped:
         log.warning("skipped %s: %s", skip.file, skip.reason)
@@ -90,7 +97,7 @@ def stage_decrypt(o: Options) -> None:
     if not o.out:
         raise PipelineError("--stage decrypt needs --out (a folder for the decrypted PNGs)")
     paths = export.decrypt_samples(o.store, keys.load(o.key_path), o.out, names=o.names, storage_options=o.storage_options)
-    log.info("wrote %d decrypted images under %s", len(paths), o.out)
+    log.info("wrote %s under %s", count(len(paths), "decrypted image"), o.out)
 
 
 def stage_encrypt_weights(o: Options) -> None:
@@ -129,9 +136,9 @@ def stage_encrypt_query(o: Options) -> None:
 
     if not o.query:
         raise PipelineError("--stage encrypt-query needs --query IMAGE [IMAGE ...]")
-    out = o.out or "data/cloud/queries"
+    out = o.out_path("encrypt-query")
     written = query.encrypt_queries(o.query, keys.load(o.key_path), out)
-    log.info("wrote %d encrypted queries to %s", len(written), out)
+    log.info("wrote %s to %s", count(len(written), "encrypted query", "encrypted queries"), out)
 
 
 def stage_publish(o: Options) -> None:
@@ -145,8 +152,8 @@ def stage_publish(o: Options) -> None:
     for name in summary.left_out:
         log.warning("left out of the bundle (no part of the dataset store): %s/%s", o.store, name)
     log.info(
-        "published %d objects (%.1f MiB) to %s: %d copied, %d unchanged, %d stale removed; signed by owner %s",
-        len(summary.manifest.objects), summary.bytes / 2**20, o.bundle, summary.copied, summary.reused,
+        "published %s (%.1f MiB) to %s: %d copied, %d unchanged, %d stale removed; signed by owner %s",
+        count(len(summary.manifest.objects), "object"), summary.bytes / 2**20, o.bundle, summary.copied, summary.reused,
         len(summary.removed), summary.manifest.signer,
     )
     print(
@@ -183,8 +190,8 @@ def stage_audit(o: Options) -> None:
         from pipeline import weights
 
         embeddings = weights.patch_embeddings(o.weights_path, o.arch, o.encrypted_weights)
-    report = audit.write_report(images, keys.load(o.key_path), o.out or "data/owner/audit", embeddings)
-    log.info("wrote the audit of %d images to %s (it shows plain images: never publish it)", len(images), report)
+    report = audit.write_report(images, keys.load(o.key_path), o.out_path("audit"), embeddings)
+    log.info("wrote the audit of %s to %s (it shows plain images: never publish it)", count(len(images), "image"), report)
 
 
 def stage_all(o: Options) -> None:
@@ -225,6 +232,22 @@ def _require(path: str, what: str) -> None:
         raise PipelineError(f"{path}: not found; this is {what}")
 
 
+def shown_defaults() -> dict[str, str]:
+    """Each option's default as ``--help`` shows it, read from :class:`Options`: written as the option takes it,
+    for the options that have one (and the paths the stages derive when none is given)."""
+    o = Options()
+    shown = {}
+    for f in fields(Options):
+        value = getattr(o, f.name)
+        if isinstance(value, Enum):
+            value = value.value
+        if isinstance(value, tuple):
+            value = ("x" if f.name == "sample_size" else ",").join(map(str, value))
+        if value is not None and value is not False and value != "" and not isinstance(value, dict):
+            shown[f.name] = str(value)
+    return {**shown, "key": o.key_path, "signer": o.signer_path, "weights": o.weights_path}
+
+
 def parser() -> argparse.ArgumentParser:
     stages = "\n".join(f"  {name:16s} {fn.__doc__.splitlines()[0]}" for name, fn in STAGES.items())
     p = argparse.ArgumentParser(
@@ -234,33 +257,41 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=None,
     )
+    defaults = shown_defaults()
+
+    def option(flag: str, help: str, **kwargs) -> None:
+        name = flag.removeprefix("--").replace("-", "_")
+        p.add_argument(flag, help=help + (f" (default: {defaults[name]})" if name in defaults else ""), **kwargs)
+
+    out = ", ".join(f"{stage} to {path}" for stage, path in OUT_DEFAULTS.items())
     p.add_argument("--stage", required=True, metavar="NAME", help="the stage to run (listed below)")
     p.add_argument("--config", metavar="FILE", help="TOML file of options; flags override it")
-    p.add_argument("--raw", metavar="PATH|URL", help="Cityscapes root with leftImg8bit/ and gtFine/")
-    p.add_argument("--key", metavar="PATH", help="the owner's secret key file")
-    p.add_argument("--signer", metavar="PATH", help="the owner's public signer file (default: signer.json beside the key)")
-    p.add_argument("--store", metavar="PATH|URL", help="the encrypted dataset store (Zarr)")
-    p.add_argument("--weights", metavar="PATH", help="source timm checkpoint (plain, pretrained)")
-    p.add_argument("--arch", metavar="NAME", help="timm architecture of --weights")
-    p.add_argument("--encrypted-weights", metavar="PATH", help="the encrypted checkpoint written for the cloud")
-    p.add_argument("--bundle", metavar="PATH|URL", help="the published bundle")
-    p.add_argument("--checkpoint", metavar="PATH", help="a fine-tuned checkpoint: encrypted for decrypt-weights, plain for encrypt-weights")
-    p.add_argument("--query", nargs="+", metavar="IMAGE", help="encrypt-query: the user's images")
-    p.add_argument("--out", metavar="PATH", help="output of augment, decrypt, decrypt-weights, encrypt-weights --checkpoint, encrypt-query, audit")
-    p.add_argument("--workers", metavar="N", help="local worker processes (default: all cores)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, tcp://host:port")
-    p.add_argument("--on-error", metavar="fail|skip", help="bad input files: stop, or skip and record")
-    p.add_argument("--shard-size", metavar="N", help="encrypt: images per Zarr shard (one Dask task each)")
-    p.add_argument("--plain", action="store_true", default=None, help="encrypt, encrypt-weights, publish: without a key (the baseline)")
-    p.add_argument("--names", metavar="A,B,...", help="decrypt: the samples to export (default: all)")
-    p.add_argument("--audit-images", metavar="N", help="audit: how many images of --raw's val split to measure on")
-    p.add_argument("--block-size", metavar="P", help="keygen: block size (the ViT patch size)")
-    p.add_argument("--negative-positive", action="store_true", default=None, help="keygen: also invert key-chosen positions")
-    p.add_argument("--seed", help="sample, augment: random seed")
-    p.add_argument("--copies", metavar="N", help="augment: augmented copies of each training image")
-    p.add_argument("--sample-counts", metavar="TRAIN,VAL,TEST", help="sample: images per split")
-    p.add_argument("--sample-size", metavar="HxW", help="sample: image size")
-    p.add_argument("--demo", action="store_true", default=None, help="all: generate the sample and a key where missing")
+    option("--raw", "Cityscapes root with leftImg8bit/ and gtFine/", metavar="PATH|URL")
+    option("--key", "the owner's secret key file", metavar="PATH")
+    option("--signer", "the owner's public signer file, beside --key unless given", metavar="PATH")
+    option("--store", "the encrypted dataset store (Zarr)", metavar="PATH|URL")
+    option("--weights", "source timm checkpoint (plain, pretrained), named for --arch unless given", metavar="PATH")
+    option("--arch", "timm architecture of --weights", metavar="NAME")
+    option("--encrypted-weights", "the encrypted checkpoint written for the cloud", metavar="PATH")
+    option("--bundle", "the published bundle", metavar="PATH|URL")
+    option("--checkpoint", "a fine-tuned checkpoint: encrypted for decrypt-weights, plain for encrypt-weights", metavar="PATH")
+    option("--query", "encrypt-query: the user's images", nargs="+", metavar="IMAGE")
+    option("--out", f"output of augment, decrypt, decrypt-weights, encrypt-weights --checkpoint, encrypt-query, audit; "
+                    f"without it, {out}", metavar="PATH")  # fmt: skip
+    option("--workers", "local worker processes, one per core unless given", metavar="N")
+    option("--scheduler", "an existing Dask scheduler, tcp://host:port; without it, a local cluster", metavar="ADDRESS")
+    option("--on-error", "bad input files: stop, or skip and record", metavar="fail|skip")
+    option("--shard-size", "encrypt: images per Zarr shard (one Dask task each)", metavar="N")
+    option("--plain", "encrypt, encrypt-weights, publish: without a key (the baseline)", action="store_true", default=None)
+    option("--names", "decrypt: the samples to export; without it, all", metavar="A,B,...")
+    option("--audit-images", "audit: how many images of --raw's val split to measure on", metavar="N")
+    option("--block-size", "keygen: block size (the ViT patch size)", metavar="P")
+    option("--negative-positive", "keygen: also invert key-chosen positions", action="store_true", default=None)
+    option("--seed", "sample, augment: random seed", metavar="N")
+    option("--copies", "augment: augmented copies of each training image", metavar="N")
+    option("--sample-counts", "sample: images per split", metavar="TRAIN,VAL,TEST")
+    option("--sample-size", "sample: image size", metavar="HxW")
+    option("--demo", "all: generate the sample and a key where missing", action="store_true", default=None)
     return p
 
 

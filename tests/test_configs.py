@@ -1,12 +1,16 @@
-"""The full-size configs (the paper's settings) hold what each method of Table I needs."""
+"""The full-size configs (the paper's settings) hold what each method of Table I needs, and every config
+resolves to the settings frozen in tests/config_digests.json."""
 
+import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS, TRANSFORMS
 
+from config_digests import DIGESTS, digests
 from contract.registry import METHODS
 from training.config import load_config
 from training.transforms import key_unsafe_transforms
@@ -67,8 +71,24 @@ def test_config_holds_the_papers_settings_and_its_methods_needs(path):
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("decoder", ["naive", "pup", "mla"])
-def test_the_models_build(backbone, decoder):
+def test_the_models_segment_with_a_patch_embedding_the_key_folds_into(backbone, decoder):
     path, = (p for p in CONFIGS if describe(p) == (backbone, decoder, "proposed"))
     init_default_scope("mmseg")
-    model = MODELS.build(load_config(path, "bundle").model)
-    assert type(model.backbone).__name__ == "VisionTransformer"
+    model = MODELS.build(load_config(path, "bundle").model).eval()
+    embedding = model.backbone.patch_embed.projection  # one 16x16 block per token, with the bias the fold needs
+    assert (embedding.kernel_size, embedding.stride, embedding.bias is not None) == ((16, 16), (16, 16), True)
+    assert len(model.backbone.layers) == BACKBONES[backbone][1]
+    # Every head reads the backbone's width: a 64x64 image becomes 19 class scores per pixel.
+    with torch.no_grad():
+        scores = model.encode_decode(torch.zeros(1, 3, 64, 64), [dict(img_shape=(64, 64))])
+    assert scores.shape == (1, 19, 64, 64)
+
+
+def test_every_config_resolves_to_its_frozen_settings():
+    """Where a setting is written (which file, inherited or overridden) may change; what a config resolves to
+    may not, but deliberately: then `python tests/config_digests.py` freezes the new settings."""
+    configs = Path(__file__).parents[1] / "training" / "configs"
+    frozen = json.loads(DIGESTS.read_text())
+    found = digests(configs)
+    assert found.keys() == frozen.keys()
+    assert [name for name in frozen if found[name] != frozen[name]] == []

@@ -1,5 +1,6 @@
-"""Segment query images in the cloud (no key): ``python -m training.predict CONFIG CHECKPOINT --bundle LOCATION
---inputs PATH... --out DIR``.
+"""Segment query images in the cloud (no key).
+
+``python -m training.predict CONFIG CHECKPOINT --bundle LOCATION --inputs PATH... --out DIR``
 
 Inputs are PNG files, folders of them, or glob patterns. A model trained on encrypted data segments
 encrypted queries: the user's ``--stage encrypt-query`` names the key in each file, and a query of

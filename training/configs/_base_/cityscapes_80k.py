@@ -1,4 +1,7 @@
-# mmseg's default runtime and SETR Cityscapes schedule: SGD, heads at 10x lr, poly, 80k iterations.
+# Everything of a Cityscapes run but the model: the bundle's data (./bundle_cityscapes_768x768.py), mmseg's
+# default runtime and SETR's Cityscapes schedule (poly, 80k iterations, batch 1 on 8 GPUs). A config is a
+# model (./<segmentor>.py, with its optimizer) and one of these.
+_base_ = ['./bundle_cityscapes_768x768.py']
 default_scope = 'mmseg'
 env_cfg = dict(
     cudnn_benchmark=True,
@@ -11,11 +14,6 @@ log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None
 resume = False
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0),
-    clip_grad=None,
-    paramwise_cfg=dict(custom_keys={'head': dict(lr_mult=10.)}))
 param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=80000, by_epoch=False)]
 # mmengine's loops, on the verified bundle only (training/resolve.py).
 train_cfg = dict(type='CipherSegIterBasedTrainLoop', max_iters=80000, val_interval=8000)

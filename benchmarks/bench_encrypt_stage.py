@@ -26,9 +26,11 @@ import zarr
 from pipeline import keys
 from pipeline.cluster import local_cluster
 from pipeline.encrypt import encrypt_dataset
-from pipeline.shards import train_ids
+from pipeline.datasets import cityscapes
 from pipeline.store import CODEC, DEFAULT_SHARD_SIZE
 from pipeline.sample import write_sample
+
+TRAIN_IDS = np.array(cityscapes().description.lookup(), np.uint8)  # labelId -> trainId
 
 COUNTS = {"train": 32, "val": 16, "test": 16}  # 8 shards of 8: four per worker, labelled and not
 SIZE = (1024, 2048)
@@ -53,7 +55,7 @@ def floor_seconds(raw: Path, out: Path, shard_size: int) -> float:
             decoded = [cv2.imread(str(p), cv2.IMREAD_COLOR_RGB) for p in batch]
             images[first : first + len(batch)] = np.stack(decoded)
             if split != "test":
-                maps = [train_ids()[cv2.imread(str(label_of(p)), cv2.IMREAD_UNCHANGED)] for p in batch]
+                maps = [TRAIN_IDS[cv2.imread(str(label_of(p)), cv2.IMREAD_UNCHANGED)] for p in batch]
                 labels[first : first + len(batch)] = np.stack(maps)
     return time.perf_counter() - start
 

@@ -223,7 +223,7 @@ def describe(store: StoreAttributes, checkpoint: CheckpointMetadata, store_where
             f"{quoted(checkpoint_where)}: made for {describe_cipher(checkpoint.cipher)}, "
             f"but the dataset store {quoted(store_where)} holds data of {describe_cipher(store.cipher)}"
         )
-    return Description(store.cipher, store.channel_order, checkpoint.normalization, dict(store.splits))
+    return Description(store.cipher, store.channel_order, checkpoint.normalization, store.counts)
 
 
 def bundle_objects(store: StoreAttributes) -> set[str]:

@@ -21,17 +21,18 @@ from pydantic import Field, TypeAdapter, ValidationError
 from contract.errors import FormatError, quoted
 from contract.formats import (
     CHANNEL_ORDER,
-    IGNORE_INDEX,
     ArrayMetadata,
     CheckpointMetadata,
+    FixedLayout,
     Format,
     ShardRecord,
+    SplitAttributes,
     SplitGroup,
     StoreAttributes,
     StoreGroup,
     describe_error,
-    shard_object,
-    shard_record,
+    padded_size,
+    ragged_offsets,
 )
 from contract.registry import FAMILIES
 
@@ -39,9 +40,10 @@ MAX_HEADER = 100_000_000  # the safetensors format's own limit on its JSON heade
 
 # --- the store's metadata -------------------------------------------------------------------------
 
-_SPLIT_GROUP = re.compile(r"(?P<split>[a-z_]+)/zarr\.json")
-_ARRAY = re.compile(r"(?P<split>[a-z_]+)/(?P<array>images|labels)/zarr\.json")
-_RECORD = re.compile(r"(?P<split>[a-z_]+)/shards/(?P<index>\d+)\.json")
+_SPLIT = r"(?P<split>[a-z][a-z0-9_]*)"
+_SPLIT_GROUP = re.compile(_SPLIT + r"/zarr\.json")
+_ARRAY = re.compile(_SPLIT + r"/(?P<array>images|labels)/zarr\.json")
+_RECORD = re.compile(_SPLIT + r"/shards/(?P<index>\d+)\.json")
 
 
 def is_metadata(name: str) -> bool:
@@ -64,9 +66,7 @@ def canonical_store_object(name: str, data: bytes, attributes: StoreAttributes, 
         return group.to_bytes()
     if match := _SPLIT_GROUP.fullmatch(name):
         group = SplitGroup.parse(data, where)
-        count = attributes.splits.get(match["split"])
-        if len(group.attributes.names) != count:
-            raise FormatError(f"{quoted(where)}: names {len(group.attributes.names)} samples, the store's attributes {count}")
+        _check_split(group.attributes, match["split"], attributes, where)
         return group.to_bytes()
     if match := _ARRAY.fullmatch(name):
         array = ArrayMetadata.parse(data, where)
@@ -75,28 +75,61 @@ def canonical_store_object(name: str, data: bytes, attributes: StoreAttributes, 
     if match := _RECORD.fullmatch(name):
         record = ShardRecord.parse(data, where)
         split, index = match["split"], int(match["index"])
-        expected = {shard_object(split, array, index) for array in attributes.arrays(split)}
+        if split not in attributes.splits or index not in attributes.shards(split):
+            raise FormatError(f"{quoted(where)}: the store's attributes have no such shard")
+        expected = {attributes.shard_object(split, array, index) for array in attributes.arrays(split)}
         if set(record.objects) != expected:
             raise FormatError(f"{quoted(where)}: records {sorted(record.objects)}, not the shard's objects {sorted(expected)}")
         start = index * attributes.shard_size
-        if len(record.names) != min(attributes.shard_size, attributes.splits[split] - start):
+        if len(record.names) != min(attributes.shard_size, attributes.splits[split].samples - start):
             raise FormatError(f"{quoted(where)}: names {len(record.names)} samples, not the shard's")
         return record.to_bytes()
     raise FormatError(f"{quoted(where)}: not a metadata object of the store's format")
 
 
+def _check_split(split: SplitAttributes, name: str, attributes: StoreAttributes, where: str) -> None:
+    """The split's samples: as many as the store's attributes say, each of a size its layout holds."""
+    layout = attributes.splits.get(name)
+    if layout is None:
+        raise FormatError(f"{quoted(where)}: the store's attributes have no such split")
+    if len(split.names) != layout.samples:
+        raise FormatError(f"{quoted(where)}: names {len(split.names)} samples, the store's attributes {layout.samples}")
+    stored = [padded_size(size, attributes.padded_to) for size in split.sizes]
+    if isinstance(layout.layout, FixedLayout):
+        shape = (layout.layout.height, layout.layout.width)
+        wrong = next((size for size, padded in zip(split.sizes, stored) if padded != shape and size != (0, 0)), None)
+        if wrong is not None:
+            raise FormatError(f"{quoted(where)}: a sample of size {wrong[0]}x{wrong[1]} in a split of {shape[0]}x{shape[1]} samples")
+        return
+    _, shard_chunks = ragged_offsets([h * w for h, w in stored], attributes.shard_size, layout.layout.chunk_pixels)
+    if shard_chunks != layout.layout.shard_chunks:
+        raise FormatError(f"{quoted(where)}: its samples fill {shard_chunks} chunks of a shard, the store's attributes say {layout.layout.shard_chunks}")
+
+
 def _check_array(array: ArrayMetadata, split: str, name: str, attributes: StoreAttributes, where: str) -> None:
-    """The array's layout: (N, H, W, 3) images or (N, H, W) labels, one sample per chunk, shard_size per shard."""
+    """The array's layout: (N, H, W, 3) images or (N, H, W) labels, one sample per chunk, shard_size per
+    shard (fixed); or the flat pixels of the split, in the chunks and shards its layout names (ragged)."""
     if split not in attributes.splits or name not in attributes.arrays(split):
         raise FormatError(f"{quoted(where)}: the store's attributes have no such array")
-    dimensions = 4 if name == "images" else 3
-    shape = array.shape
+    layout = attributes.splits[split]
+    channels = 3 if name == "images" else 1
+    if isinstance(layout.layout, FixedLayout):
+        sample = (layout.layout.height, layout.layout.width, 3)[: 3 if channels == 3 else 2]
+        shape, chunk, shard = (layout.samples, *sample), (1, *sample), (attributes.shard_size, *sample)
+        dimensions = ("sample", "y", "x", "channel")[: len(shape)]
+    else:
+        chunk_bytes = layout.layout.chunk_pixels * channels
+        shard = (layout.layout.shard_chunks * chunk_bytes,)
+        shape, chunk, dimensions = (len(attributes.shards(split)) * shard[0],), (chunk_bytes,), None
     problems = []
-    if len(shape) != dimensions or shape[0] != attributes.splits[split] or (dimensions == 4 and shape[3] != 3):
-        problems.append(f"shape {list(shape)} is not ({attributes.splits[split]}, H, W{', 3' if dimensions == 4 else ''})")
-    elif array.chunk_shape != (1, *shape[1:]) or array.shard_shape != (attributes.shard_size, *shape[1:]):
-        problems.append(f"chunks {list(array.chunk_shape)} and shards {list(array.shard_shape)} are not one and {attributes.shard_size} samples")
-    if array.fill_value != (0 if name == "images" else IGNORE_INDEX):
+    if (array.shape, array.chunk_shape, array.shard_shape) != (shape, chunk, shard):
+        problems.append(
+            f"shape {list(array.shape)} in chunks {list(array.chunk_shape)} and shards {list(array.shard_shape)}, "
+            f"not {list(shape)} in {list(chunk)} and {list(shard)}"
+        )
+    if array.dimension_names != dimensions:
+        problems.append(f"dimension names {array.dimension_names}")
+    if array.fill_value != (0 if name == "images" else attributes.dataset.ignore_index):
         problems.append(f"fill value {array.fill_value}")
     if problems:
         raise FormatError(f"{quoted(where)}: not the layout of the store's {name}: {'; '.join(problems)}")

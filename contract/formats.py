@@ -2,8 +2,9 @@
 
     CipherSpec          what a key does to images, without the key: key id, block size, negative-positive
     Normalization       the mean and std (RGB, 0-255 scale) a patch embedding reads its input with
-    StoreAttributes     the root attributes of the dataset store (a Zarr v3 group)
-    SplitAttributes     the attributes of one split's group: sample names, labelled or not
+    DatasetDescription  what the labels mean: class names, palette, ignore index, the owner's label mapping
+    StoreAttributes     the root attributes of the dataset store (a Zarr v3 group): the dataset, each split's layout
+    SplitAttributes     the attributes of one split's group: sample names and original sizes
     StoreGroup, SplitGroup, ArrayMetadata
                         the store's zarr.json documents, as far as cipherseg writes them
     ShardRecord         the completion record of one shard: its objects' sizes and sha256, its inputs
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
@@ -40,12 +41,14 @@ from pydantic_core import PydanticCustomError
 
 from contract.errors import FormatError, quoted
 
-SPLITS = ("train", "val", "test")
-LABELLED = {"train": True, "val": True, "test": False}  # Cityscapes' test labels are dummies
 CHANNEL_ORDER = "RGB"  # what the store holds and the checkpoints read
 # The PNG text chunk in which an encrypted query names its cipher (CipherSpec JSON): the cloud checks it
 # against the model, so that a query of another key (or a plain image) is refused, not segmented into noise.
 QUERY_TAG = "cipherseg-cipher"
+# The text chunk in which a padded query names its size before padding ("HxW"): the cloud crops its maps to it.
+QUERY_SIZE_TAG = "cipherseg-size"
+# The label value every mmseg head, data preprocessor and metric ignores by default; a dataset whose raw
+# labels ignore another value maps it here (DatasetDescription.label_map).
 IGNORE_INDEX = 255
 # The largest image either side decodes, checked from its header before anything is allocated: 2**27
 # pixels (~400 MB as 8-bit RGB; a Cityscapes frame has 2**21).
@@ -84,7 +87,8 @@ RelativePath = _text(
 # Bytes kept as standard base64 text (ASCII only, padded): 32 and 64 bytes.
 Base64Of32 = _text(r"^[A-Za-z0-9+/]{43}=$", "32 bytes in base64")
 Base64Of64 = _text(r"^[A-Za-z0-9+/]{86}==$", "64 bytes in base64")
-Split = Literal["train", "val", "test"]
+# A split of the store: lower-case letters, digits and '_' (train, val, test, train_extra, ...).
+Split = _text(r"^[a-z][a-z0-9_]{0,31}$", "a split name (lower-case letters, digits and '_', 32 at most)")
 Count = Annotated[int, Field(ge=1, le=MAX_SAMPLES)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -222,38 +226,159 @@ class Skip(Format):
 
 
 Skips = Annotated[tuple[Skip, ...], Field(strict=False, max_length=MAX_SAMPLES)]
+Byte = Annotated[int, Field(ge=0, le=255)]
+ClassName = _text(_PRINTABLE, "one line of printable text", min_length=1, max_length=100)
+Colour = Annotated[tuple[Byte, Byte, Byte], Field(strict=False)]  # RGB, a JSON array of three integers
+MAX_CLASSES = IGNORE_INDEX  # class indices 0..254: 255 is the ignore index
+
+
+class DatasetDescription(Format):
+    """What a dataset's labels mean, as mmseg's dataset metainfo says it, and how the owner made them.
+
+    The store's labels are class indices ``0..len(classes) - 1``, ``ignore_index`` where nothing is
+    labelled (and in the owner's padding). The owner made them from the raw label files as mmseg's
+    ``LoadAnnotations`` does: ``reduce_zero_label`` (0 -> ignore, v -> v - 1), then ``label_map``
+    (raw value -> class index, pairs; a value it does not name stays as it is).
+    """
+
+    name: _text(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$", "a dataset name (letters, digits, '_', '.', '-')")
+    classes: Annotated[tuple[ClassName, ...], Field(strict=False, min_length=1, max_length=MAX_CLASSES)]
+    palette: Annotated[tuple[Colour, ...], Field(strict=False, min_length=1, max_length=MAX_CLASSES)]
+    ignore_index: Literal[255] = IGNORE_INDEX
+    reduce_zero_label: bool = False
+    label_map: Annotated[tuple[Annotated[tuple[Byte, Byte], Field(strict=False)], ...], Field(strict=False, max_length=256)] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if len(self.palette) != len(self.classes):
+            raise PydanticCustomError("palette", f"{len(self.classes)} classes but {len(self.palette)} palette colours")
+        raw = [pair[0] for pair in self.label_map]
+        if raw != sorted(set(raw)):
+            raise PydanticCustomError("label_map", "label_map names each raw value once, in increasing order")
+        wrong = [value for _, value in self.label_map if value >= len(self.classes) and value != self.ignore_index]
+        if wrong:
+            raise PydanticCustomError("label_map", f"label_map maps to {wrong[0]}, no class index nor the ignore index")
+        return self
+
+    def lookup(self) -> tuple[int, ...]:
+        """Raw label value -> stored value, for every byte (mmseg's LoadAnnotations, in its order)."""
+        table = list(range(256))
+        if self.reduce_zero_label:
+            table = [self.ignore_index if value in (0, 255) else value - 1 for value in table]
+        mapped = dict(self.label_map)
+        return tuple(mapped.get(value, value) for value in table)
+
+    def raw_values(self) -> tuple[int, ...]:
+        """Class index -> the raw label value that means it (the smallest such), for maps in the dataset's
+        own values (Cityscapes' labelIds, ADE20K's 1-150); the ignore index -> 0 unless 0 is a class."""
+        lookup = self.lookup()
+        values = []
+        for index in range(len(self.classes)):
+            values.append(next((raw for raw in range(256) if lookup[raw] == index), index))
+        return tuple(values)
+
+
+class FixedLayout(Format):
+    """Every sample of the split is stored at one size: ``images`` (N, H, W, 3), ``labels`` (N, H, W),
+    one sample per inner chunk, ``shard_size`` samples per shard."""
+
+    kind: Literal["fixed"] = "fixed"
+    height: Annotated[int, Field(ge=1, le=MAX_IMAGE_PIXELS)]
+    width: Annotated[int, Field(ge=1, le=MAX_IMAGE_PIXELS)]
+
+
+class RaggedLayout(Format):
+    """The samples of the split have different sizes: ``images`` and ``labels`` are flat uint8 arrays of
+    the samples' pixels one after another (3 and 1 bytes a pixel), every sample starting on an inner chunk
+    of ``chunk_pixels`` pixels; shard ``s`` holds samples ``s * shard_size ..`` in ``shard_chunks`` chunks
+    (those it does not fill are absent). Where a sample lies follows from the sizes alone
+    (:func:`ragged_offsets`), so reading one reads its own chunks only."""
+
+    kind: Literal["ragged"] = "ragged"
+    chunk_pixels: Annotated[int, Field(ge=1, le=MAX_IMAGE_PIXELS)]
+    shard_chunks: Annotated[int, Field(ge=1, le=MAX_SAMPLES)]
+
+
+class SplitLayout(Format):
+    """One split of the store: its samples (skipped ones included), whether it has labels, how it is stored."""
+
+    samples: Count
+    labelled: bool
+    layout: Annotated[FixedLayout | RaggedLayout, Field(discriminator="kind")]
+
+    @property
+    def ragged(self) -> bool:
+        return isinstance(self.layout, RaggedLayout)
 
 
 class StoreAttributes(Document):
     """The dataset store's root attributes: what the data is, and how the store is laid out.
 
-    Layout: ``<split>/images`` (N, H, W, 3) uint8 in ``channel_order``, encrypted unless ``cipher`` is
-    None; ``<split>/labels`` (N, H, W) uint8 trainIds (255 = ignore) for labelled splits; one image per
-    inner chunk, ``shard_size`` images per shard (one object); ``<split>/shards/<i>.json`` the shard's
-    :class:`ShardRecord`. ``complete`` is set last, when every shard is written.
+    Per split (:class:`SplitLayout`): ``<split>/images`` uint8 RGB (``channel_order``), encrypted unless
+    ``cipher`` is None, and for labelled splits ``<split>/labels`` uint8 class indices (the ignore index
+    where nothing is labelled), both :class:`FixedLayout` or :class:`RaggedLayout`; ``shard_size``
+    samples per shard (one object); ``<split>/shards/<i>.json`` the shard's :class:`ShardRecord`. Every
+    stored side is a multiple of ``padded_to`` (the block size, for an encrypted store): the owner pads
+    images (black) and labels (ignore) at the bottom and right, and the split's attributes keep each
+    sample's size before padding. ``resize`` is the owner's resizing first, in mmseg's notation (long and
+    short edge at most). ``complete`` is set last, when every shard is written.
     """
 
     FORMAT: ClassVar[str] = "cipherseg-dataset"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
 
     format: Literal["cipherseg-dataset"] = "cipherseg-dataset"
-    format_version: Literal[2] = 2
+    format_version: Literal[3] = 3
     cipher: CipherSpec | None
+    dataset: DatasetDescription
+    padded_to: Annotated[int, Field(ge=1, le=256)]
+    resize: Annotated[tuple[Annotated[int, Field(ge=1, le=1 << 16)], Annotated[int, Field(ge=1, le=1 << 16)]], Field(strict=False)] | None = None
     shard_size: Annotated[int, Field(ge=1, le=4096)]
-    splits: Annotated[dict[Split, Count], Field(min_length=1)]  # samples per split, skipped ones included
+    splits: Annotated[dict[Split, SplitLayout], Field(min_length=1, max_length=64)]
     channel_order: Literal["RGB"] = CHANNEL_ORDER
     complete: bool = False
     skipped: Skips = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.cipher is not None and self.padded_to % self.cipher.block_size:
+            raise PydanticCustomError("padding", f"padded to {self.padded_to}, not a multiple of the block size {self.cipher.block_size}")
+        for name, split in self.splits.items():
+            layout = split.layout
+            if isinstance(layout, FixedLayout) and (layout.height % self.padded_to or layout.width % self.padded_to):
+                raise PydanticCustomError("padding", f"split {name}: size {layout.height}x{layout.width} is not padded to {self.padded_to}")
+        return self
 
     @property
     def encrypted(self) -> bool:
         return self.cipher is not None
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """Samples per split, skipped ones included (what the manifest states)."""
+        return {name: split.samples for name, split in self.splits.items()}
+
     def shards(self, split: str) -> range:
-        return range(-(-self.splits[split] // self.shard_size))
+        return range(-(-self.splits[split].samples // self.shard_size))
 
     def arrays(self, split: str) -> tuple[str, ...]:
-        return ("images", "labels") if LABELLED[split] else ("images",)
+        return ("images", "labels") if self.splits[split].labelled else ("images",)
+
+    def shard_object(self, split: str, array: str, index: int) -> str:
+        """The store key of shard ``index`` of an array sharded along its first axis only (zarr's default
+        chunk key encoding: ``c/`` and the shard's grid position)."""
+        dimensions = 1 if self.splits[split].ragged else 4 if array == "images" else 3
+        return f"{split}/{array}/c/" + "/".join(map(str, (index,) + (0,) * (dimensions - 1)))
+
+    def placement(self, split: str, sizes: Sequence[tuple[int, int]]) -> list[tuple[int | None, tuple[int, int]]]:
+        """Where each sample of ``split`` (``sizes``: before padding) is stored: its first pixel in the flat
+        arrays of a ragged split (None in a fixed one: sample i is index i), and the size it is stored at."""
+        layout = self.splits[split].layout
+        if isinstance(layout, FixedLayout):
+            return [(None, (layout.height, layout.width))] * len(sizes)
+        stored = [padded_size(size, self.padded_to) for size in sizes]
+        starts, _ = ragged_offsets([h * w for h, w in stored], self.shard_size, layout.chunk_pixels)
+        return list(zip(starts, stored))
 
     def objects(self) -> set[str]:
         """The name (relative to the store's root) of every object a complete store of this layout holds."""
@@ -261,27 +386,52 @@ class StoreAttributes(Document):
         for split in self.splits:
             names |= {f"{split}/zarr.json", *(f"{split}/{array}/zarr.json" for array in self.arrays(split))}
             for index in self.shards(split):
-                names |= {shard_object(split, array, index) for array in self.arrays(split)}
+                names |= {self.shard_object(split, array, index) for array in self.arrays(split)}
                 names.add(shard_record(split, index))
         return names
-
-
-def shard_object(split: str, array: str, index: int) -> str:
-    """The store key of shard ``index`` of an array sharded along its first axis only (zarr's default
-    chunk key encoding: ``c/`` and the shard's grid position)."""
-    dimensions = 4 if array == "images" else 3
-    return f"{split}/{array}/c/" + "/".join(map(str, (index,) + (0,) * (dimensions - 1)))
 
 
 def shard_record(split: str, index: int) -> str:
     return f"{split}/shards/{index}.json"
 
 
+def padded_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """A sample's stored size: each side of ``size`` (height, width) rounded up to a multiple of ``multiple``."""
+    return tuple(-(-side // multiple) * multiple for side in size)
+
+
+def ragged_offsets(pixels: Sequence[int], shard_size: int, chunk_pixels: int) -> tuple[list[int], int]:
+    """Where each sample of a ragged split starts (in pixels of the flat arrays), for samples of
+    ``pixels`` stored pixels each, and the chunks the fullest shard needs (RaggedLayout.shard_chunks).
+    Sample ``i`` of shard ``s`` starts where the samples before it in the shard end, rounded up to a
+    chunk; the shard starts at ``s * shard_chunks`` chunks."""
+    chunks = [-(-count // chunk_pixels) for count in pixels]
+    per_shard = [sum(chunks[start : start + shard_size]) for start in range(0, len(chunks), shard_size)]
+    shard_chunks = max(max(per_shard, default=0), 1)
+    starts = []
+    for start in range(0, len(chunks), shard_size):
+        offset = start // shard_size * shard_chunks
+        for count in chunks[start : start + shard_size]:
+            starts.append(offset * chunk_pixels)
+            offset += count
+    return starts, shard_chunks
+
+
+Size = Annotated[tuple[Annotated[int, Field(ge=0, le=MAX_IMAGE_PIXELS)], Annotated[int, Field(ge=0, le=MAX_IMAGE_PIXELS)]], Field(strict=False)]
+
+
 class SplitAttributes(Format):
-    """A split group's attributes: sample ``i`` of its arrays is ``names[i]``."""
+    """A split group's attributes: sample ``i`` of its arrays is ``names[i]``, of size ``sizes[i]``
+    (height, width) before the owner's padding; (0, 0) for a sample skipped when it was planned."""
 
     names: Annotated[tuple[SampleName, ...], Field(strict=False, min_length=1, max_length=MAX_SAMPLES)]
-    labelled: bool
+    sizes: Annotated[tuple[Size, ...], Field(strict=False, min_length=1, max_length=MAX_SAMPLES)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if len(self.sizes) != len(self.names):
+            raise PydanticCustomError("sizes", f"{len(self.names)} names but {len(self.sizes)} sizes")
+        return self
 
 
 class _Group(Format):
@@ -585,7 +735,7 @@ class Manifest(Document):
     cipher: CipherSpec | None
     channel_order: Literal["RGB"]
     normalization: Normalization
-    splits: Annotated[dict[Split, Count], Field(min_length=1)]
+    splits: Annotated[dict[Split, Count], Field(min_length=1, max_length=64)]
     objects: Annotated[dict[RelativePath, ObjectEntry], Field(max_length=MAX_OBJECTS)]
 
     @property

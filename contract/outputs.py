@@ -31,6 +31,7 @@ class OutputKind(enum.Enum):
     SIGNER = "signer file"
     CHECKPOINT = "safetensors checkpoint"
     PNG = "PNG image"
+    JPEG = "JPEG image"
     JSON = "JSON document"
     TEXT = "text report"
     OTHER = "file of another kind"
@@ -47,6 +48,8 @@ def kind_of(head: bytes) -> OutputKind:
         return _OWNER_FORMATS.get(match.group(1), OutputKind.JSON)
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return OutputKind.PNG
+    if head.startswith(b"\xff\xd8\xff"):
+        return OutputKind.JPEG
     if len(head) > 8 and 0 < int.from_bytes(head[:8], "little") <= 100_000_000 and head[8:9] == b"{":
         return OutputKind.CHECKPOINT
     if head.lstrip()[:1] in (b"{", b"["):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.datasets import Dataset, resolve_dataset
 from pipeline.errors import OnError, PipelineError
 
 DEFAULT_ARCH = "vit_tiny_patch16_384"
@@ -27,7 +28,9 @@ OUT_DEFAULTS = {"encrypt-query": "data/cloud/queries", "audit": "data/owner/audi
 class Options:
     """Every option of ``python -m pipeline.run``; each has a default that works on the sample."""
 
-    raw: str = "data/raw/cityscapes"
+    raw: str | None = None  # default: data/raw/<dataset> (see raw_path)
+    dataset: str | dict[str, Any] = "cityscapes"  # a built-in's name or a [dataset] table (see spec)
+    resize: tuple[int, int] | None = None
     key: str | None = None  # default: data/owner/key.json (see key_path); verify uses a key only if given
     signer: str | None = None  # default: signer.json beside the key (see signer_path)
     store: str = "data/owner/dataset.zarr"
@@ -49,10 +52,27 @@ class Options:
     negative_positive: bool = False
     seed: int = 0
     copies: int = 1
-    sample_counts: tuple[int, int, int] = (8, 4, 2)  # train, val, test
+    sample_counts: tuple[int, ...] | None = None  # the dataset sample's splits in order; default (8, 4, 2)
     sample_size: tuple[int, int] = (256, 512)  # height, width
     demo: bool = False
     storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def raw_path(self) -> str:
+        return self.raw or f"data/raw/{self.dataset_name}"
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset if isinstance(self.dataset, str) else str(self.dataset.get("name", "custom"))
+
+    @property
+    def layout(self) -> str:
+        """The built-in layout the dataset is (or, for a [dataset] table, starts from)."""
+        return self.dataset if isinstance(self.dataset, str) else str(self.dataset.get("layout", "custom"))
+
+    def dataset_spec(self) -> Dataset:
+        """The dataset: a built-in, or the owner's [dataset] table over the built-in it names."""
+        return resolve_dataset(self.dataset, "--dataset" if isinstance(self.dataset, str) else "the config's")
 
     @property
     def key_path(self) -> str:
@@ -104,6 +124,13 @@ def _integers(count: int, separator: str, minimum: int) -> Callable[[Any], tuple
     return parse
 
 
+def _counts(value: Any) -> tuple[int, ...]:
+    parts = value.split(",") if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)) or not 1 <= len(parts) <= 4:
+        raise ValueError("expected one to four whole numbers separated by ','")
+    return tuple(_integer(0)(part) for part in parts)
+
+
 def _names(value: Any) -> tuple[str, ...]:
     parts = value.split(",") if isinstance(value, str) else value
     if not isinstance(parts, (list, tuple)) or not all(isinstance(part, str) for part in parts):
@@ -136,7 +163,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "negative_positive": _flag,
     "seed": _integer(0),
     "copies": _integer(1),
-    "sample_counts": _integers(3, ",", 0),
+    "sample_counts": _counts,
+    "resize": _integers(2, ",", 1),
     "sample_size": _integers(2, "x", 1),
     "demo": _flag,
     "storage_options": _storage_options,
@@ -168,6 +196,11 @@ def resolve(config: str | Path | None, flags: dict[str, Any]) -> Options:
     values.update({name: (value, f"--{name.replace('_', '-')}") for name, value in flags.items() if value is not None})
     parsed = {}
     for name, (value, where) in values.items():
+        if name == "dataset":  # a name or a table, checked now (its own messages name where it came from)
+            if value != "custom":  # a table's name, for --stage sample, which writes one
+                resolve_dataset(value, where)
+            parsed[name] = value
+            continue
         try:
             parsed[name] = PARSERS.get(name, _text)(value)
         except ValueError as error:

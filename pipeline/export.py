@@ -10,6 +10,7 @@ import zarr
 
 from contract.formats import SplitAttributes
 from pipeline.cipher import BlockCipher
+from pipeline.datasets import exported_path
 from pipeline.errors import PipelineError
 from pipeline.keys import Key
 from contract.outputs import OutputKind
@@ -25,10 +26,12 @@ def decrypt_samples(
     names: Sequence[str] | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Decrypt samples of an encrypted store to ``out/<split>/<city>/<name>_leftImg8bit.png``.
+    """Decrypt samples of an encrypted store to PNG files under ``out``: ``<split>/<city>/<name>_leftImg8bit.png``
+    for Cityscapes, ``<split>/<name>.png`` otherwise.
 
-    ``names`` (default: every sample that was not skipped) are ``city_seq_frame``. The PNGs hold
-    exactly the pixels of the original files. Returns the written paths.
+    ``names`` (default: every sample that was not skipped) are the samples' names. The PNGs hold exactly
+    the pixels the original files decode to (resized, if the owner resized them), without the padding.
+    Returns the written paths.
     """
     storage_options = storage_options or {}
     attrs = read_attributes(store, storage_options)
@@ -42,11 +45,11 @@ def decrypt_samples(
         raise PipelineError(f"{store}: the encrypt stage has not finished; run --stage encrypt again first")
 
     root = zarr.open_group(zarr_store(store, storage_options, read_only=True), mode="r")
-    where = {
-        name: (split, i)
-        for split in attrs.splits
-        for i, name in enumerate(SplitAttributes.parse(dict(root[split].attrs), f"{store}/{split}").names)
-    }
+    where = {}  # name -> (split, index, first pixel (ragged) or None, size before padding, size stored)
+    for split in attrs.splits:
+        samples = SplitAttributes.parse(dict(root[split].attrs), f"{store}/{split}")
+        for i, (name, size, (start, shape)) in enumerate(zip(samples.names, samples.sizes, attrs.placement(split, samples.sizes))):
+            where[name] = (split, i, start, size, shape)
     skipped = {skip.name for skip in attrs.skipped}
     wanted = [name for name in where if name not in skipped] if names is None else list(names)
     for name in wanted:
@@ -58,9 +61,11 @@ def decrypt_samples(
     cipher = BlockCipher(key)
     written = []
     for name in wanted:
-        split, i = where[name]
-        image = cipher.decrypt(root[split]["images"][i])
-        path = f"{out.rstrip('/')}/{split}/{name.rsplit('_', 2)[0]}/{name}_leftImg8bit.png"
+        split, i, start, (height, width), (h, w) = where[name]
+        images = root[split]["images"]
+        stored = images[i] if start is None else images[3 * start : 3 * (start + h * w)].reshape(h, w, 3)
+        image = cipher.decrypt(stored)[:height, :width]  # without the owner's padding
+        path = f"{out.rstrip('/')}/{exported_path(attrs.dataset.name, split, name)}"
         _, png = cv2.imencode(".png", image[..., ::-1])  # cv2 encodes BGR
         write_private(path, png.tobytes(), OutputKind.PNG, storage_options)
         written.append(path)

@@ -28,13 +28,21 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
 
 
 def stage_sample(o: Options) -> None:
-    """Generate the synthetic Cityscapes sample and a random-init timm checkpoint."""
+    """Generate a synthetic sample of the dataset's layout (Cityscapes by default) and a random-init timm checkpoint."""
     from pipeline import sample
 
-    counts = dict(zip(("train", "val", "test"), o.sample_counts))
-    paths = sample.write_sample(o.raw, counts=counts, size=o.sample_size, seed=o.seed)
-    log.info("wrote %s under %s", count(len(paths), "sample image"), o.raw)
-    if o.weights is None and o.raw != Options.raw:  # only under the paths it was given
+    layout = o.layout
+    splits = sample.SAMPLE_SPLITS.get(layout, ())
+    if not splits:
+        raise PipelineError(f"--stage sample writes the built-in layouts only ({', '.join(sample.SAMPLE_SPLITS)}), not {layout}")
+    if o.sample_counts is not None and len(o.sample_counts) > len(splits):
+        raise PipelineError(f"--sample-counts: the {layout} sample has {len(splits)} splits ({', '.join(splits)})")
+    counts = dict(zip(splits, o.sample_counts or (8, 4, 2)))
+    paths = sample.write_dataset(layout, o.raw_path, counts=counts, size=o.sample_size, seed=o.seed)
+    log.info("wrote %s under %s", count(len(paths), "sample image"), o.raw_path)
+    if layout == "custom":
+        log.info("its dataset description: %s/dataset.toml (encrypt with --config %s/dataset.toml)", o.raw_path, o.raw_path)
+    if o.weights is None and o.raw is not None:  # only under the paths it was given
         log.info("no --weights given: no stand-in checkpoint written")
         return
     sample.write_random_vit(o.weights_path, o.arch, seed=o.seed)
@@ -47,8 +55,8 @@ def stage_augment(o: Options) -> None:
 
     if not o.out:
         raise PipelineError("--stage augment needs --out (a folder for the augmented Cityscapes tree)")
-    _require(o.raw, "the Cityscapes tree to augment (--raw)")
-    written = augment.augment_tree(o.raw, o.out, copies=o.copies, seed=o.seed)
+    _require(o.raw_path, "the Cityscapes tree to augment (--raw)")
+    written = augment.augment_tree(o.raw_path, o.out, copies=o.copies, seed=o.seed)
     log.info("wrote %s with %s; encrypt it with --raw %s", o.out, count(len(written), "augmented training image"), o.out)
 
 
@@ -68,14 +76,17 @@ def stage_keygen(o: Options) -> None:
 
 
 def stage_encrypt(o: Options) -> None:
-    """Encrypt the raw Cityscapes tree into the dataset store (Dask; resumes an interrupted run)."""
+    """Encrypt the dataset's tree (--dataset, Cityscapes by default) into the dataset store (Dask; resumes an interrupted run)."""
     from pipeline import encrypt, keys
 
     summary = encrypt.encrypt_dataset(
-        o.raw,
+        o.raw_path,
         o.store,
         None if o.plain else keys.load(o.key_path),
         workers=o.workers,
+        dataset=o.dataset_spec(),
+        resize=o.resize,
+        padded_to=o.block_size,
         scheduler=o.scheduler,
         on_error=o.on_error,
         shard_size=o.shard_size,
@@ -184,7 +195,7 @@ def stage_audit(o: Options) -> None:
     """Audit the key on --audit-images images of the val split: a report for the owner only (--out)."""
     from pipeline import audit, keys
 
-    images = audit.read_images(o.raw, o.audit_images, storage_options=o.storage_options)
+    images = audit.read_images(o.raw_path, o.audit_images, storage_options=o.storage_options)
     embeddings = None
     if Path(o.weights_path).exists() and Path(o.encrypted_weights).exists():  # the known-model attack
         from pipeline import weights
@@ -196,13 +207,13 @@ def stage_audit(o: Options) -> None:
 
 def stage_all(o: Options) -> None:
     """The owner's whole job: encrypt, encrypt-weights, publish (the sample and a key first, on the sample's paths)."""
-    demo = o.demo or (o.raw, o.key, o.weights) == (Options.raw, None, None)
+    demo = o.demo or (o.raw, o.key, o.weights) == (None, None, None)
     if demo:  # the generated sample and a new key, only where the defaults say (or with --demo)
-        if not Path(o.raw).exists():
+        if not Path(o.raw_path).exists():
             stage_sample(o)
         if not Path(o.key_path).exists():
             stage_keygen(o)
-    for path, what in ((o.raw, "--raw"), (o.key_path, "--key"), (o.weights_path, "--weights")):
+    for path, what in ((o.raw_path, "--raw"), (o.key_path, "--key"), (o.weights_path, "--weights")):
         _require(path, f"{what}; --stage all generates the sample and a key only on the default paths or with --demo")
     for name in ALL:
         log.info("stage %s", name)
@@ -245,7 +256,7 @@ def shown_defaults() -> dict[str, str]:
             value = ("x" if f.name == "sample_size" else ",").join(map(str, value))
         if value is not None and value is not False and value != "" and not isinstance(value, dict):
             shown[f.name] = str(value)
-    return {**shown, "key": o.key_path, "signer": o.signer_path, "weights": o.weights_path}
+    return {**shown, "raw": o.raw_path, "key": o.key_path, "signer": o.signer_path, "weights": o.weights_path}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -266,7 +277,10 @@ def parser() -> argparse.ArgumentParser:
     out = ", ".join(f"{stage} to {path}" for stage, path in OUT_DEFAULTS.items())
     p.add_argument("--stage", required=True, metavar="NAME", help="the stage to run (listed below)")
     p.add_argument("--config", metavar="FILE", help="TOML file of options; flags override it")
-    option("--raw", "Cityscapes root with leftImg8bit/ and gtFine/", metavar="PATH|URL")
+    option("--raw", "the dataset's root folder (Cityscapes: leftImg8bit/, gtFine/, gtCoarse/); data/raw/<dataset> unless given",
+           metavar="PATH|URL")  # fmt: skip
+    option("--dataset", "the raw tree's layout: cityscapes, ade20k, voc, or custom (a [dataset] table in --config)", metavar="NAME")
+    option("--resize", "encrypt: resize every image first to fit LONG,SHORT (mmseg's Resize scale, keep_ratio)", metavar="LONG,SHORT")
     option("--key", "the owner's secret key file", metavar="PATH")
     option("--signer", "the owner's public signer file, beside --key unless given", metavar="PATH")
     option("--store", "the encrypted dataset store (Zarr)", metavar="PATH|URL")
@@ -285,11 +299,12 @@ def parser() -> argparse.ArgumentParser:
     option("--plain", "encrypt, encrypt-weights, publish: without a key (the baseline)", action="store_true", default=None)
     option("--names", "decrypt: the samples to export; without it, all", metavar="A,B,...")
     option("--audit-images", "audit: how many images of --raw's val split to measure on", metavar="N")
-    option("--block-size", "keygen: block size (the ViT patch size)", metavar="P")
+    option("--block-size", "keygen: block size (the ViT patch size); encrypt --plain: the padding's multiple", metavar="P")
     option("--negative-positive", "keygen: also invert key-chosen positions", action="store_true", default=None)
     option("--seed", "sample, augment: random seed", metavar="N")
     option("--copies", "augment: augmented copies of each training image", metavar="N")
-    option("--sample-counts", "sample: images per split", metavar="TRAIN,VAL,TEST")
+    option("--sample-counts", "sample: images per split, in the layout's order (Cityscapes: train, val, test, train_extra); "
+                              "default 8,4,2", metavar="N,N,...")  # fmt: skip
     option("--sample-size", "sample: image size", metavar="HxW")
     option("--demo", "all: generate the sample and a key where missing", action="store_true", default=None)
     return p

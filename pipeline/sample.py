@@ -1,10 +1,16 @@
-"""Synthetic stand-ins for downloads that cannot happen offline: a Cityscapes tree and a ViT checkpoint.
+"""Synthetic stand-ins for downloads that cannot happen offline: dataset trees and a ViT checkpoint.
 
-The dataset follows the Cityscapes layout and label conventions exactly, so that every consumer
+The Cityscapes tree follows the release's layout and label conventions exactly, so that every consumer
 (cityscapesscripts, mmsegmentation, the encryption pipeline) runs on it unchanged:
 
     root/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
     root/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_{labelIds,color,instanceIds}.png
+    root/gtCoarse/train_extra/<city>/<city>_<seq>_<frame>_gtCoarse_{labelIds,color}.png
+
+:func:`write_dataset` writes the same scenes in the other layouts (:mod:`pipeline.datasets`), each as the
+real dataset has them: ADE20K (JPEG images of many sizes, one in greyscale, labels 0-150 with 0 'other'),
+Pascal VOC (JPEG of many sizes, palette PNG labels with a void border, split files) and mmseg's generic
+layout (PNG of many sizes, with the ``[dataset]`` table that describes it).
 
 Images are street scenes drawn from the official label table: each class has a characteristic
 colour, texture and position, so a segmentation model can learn them, and the images are smooth
@@ -13,6 +19,7 @@ like photographs (neighbouring pixels correlate), which the security audits rely
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,12 +32,20 @@ from cityscapesscripts.helpers.labels import labels, name2label
 from pipeline.errors import PipelineError
 from contract.outputs import OutputKind, guarded_path, write_file
 
-__all__ = ["DEFAULT_COUNTS", "DEFAULT_SIZE", "CITIES", "write_sample", "write_random_vit"]
+__all__ = ["DEFAULT_COUNTS", "DEFAULT_SIZE", "CITIES", "SAMPLE_SPLITS", "write_sample", "write_dataset", "write_random_vit"]
 
 DEFAULT_COUNTS: Mapping[str, int] = MappingProxyType({"train": 8, "val": 4, "test": 2})
 DEFAULT_SIZE = (256, 512)  # (height, width); Cityscapes itself is 1024x2048
-CITIES = {"train": ("aachen", "bochum"), "val": ("frankfurt", "lindau"), "test": ("berlin", "bielefeld")}
+CITIES = {
+    "train": ("aachen", "bochum"),
+    "val": ("frankfurt", "lindau"),
+    "test": ("berlin", "bielefeld"),
+    "train_extra": ("augsburg", "bamberg"),
+}
 SPLITS = tuple(CITIES)
+# The splits of each layout's sample, in the order --sample-counts counts them.
+SAMPLE_SPLITS = {"cityscapes": SPLITS, "ade20k": ("train", "val"), "voc": ("train", "val"), "custom": ("train", "val")}
+SMALLEST = 0.6  # the other layouts' images: each side between this and 1 times the sample size
 FRAME = 19  # the annotated frame of each Cityscapes snippet
 
 # name: (RGB colour, fine, medium and coarse texture amplitude). Colours are what a camera would
@@ -99,12 +114,100 @@ def write_sample(
             city = cities[i % len(cities)]
             stem = f"{city}/{city}_{i // len(cities):06d}_{FRAME:06d}"
             image_path = root / "leftImg8bit" / split / f"{stem}_leftImg8bit.png"
-            gt = root / "gtFine" / split
             _write_png(image_path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))  # cv2 encodes BGR
-            _write_png(gt / f"{stem}_gtFine_labelIds.png", label)
-            _write_png(gt / f"{stem}_gtFine_color.png", cv2.cvtColor(_color(label), cv2.COLOR_RGBA2BGRA))
-            _write_png(gt / f"{stem}_gtFine_instanceIds.png", np.where(instance > 0, instance, label))
+            if split == "train_extra":  # coarse polygons: object boundaries and small parts left unlabelled
+                gt = root / "gtCoarse" / split
+                coarse = np.where(cv2.erode(_edges(label), np.ones((7, 7), np.uint8)) > 0, label, 0).astype(np.uint8)
+                _write_png(gt / f"{stem}_gtCoarse_labelIds.png", coarse)
+                _write_png(gt / f"{stem}_gtCoarse_color.png", cv2.cvtColor(_color(coarse), cv2.COLOR_RGBA2BGRA))
+            else:
+                gt = root / "gtFine" / split
+                _write_png(gt / f"{stem}_gtFine_labelIds.png", label)
+                _write_png(gt / f"{stem}_gtFine_color.png", cv2.cvtColor(_color(label), cv2.COLOR_RGBA2BGRA))
+                _write_png(gt / f"{stem}_gtFine_instanceIds.png", np.where(instance > 0, instance, label))
             written.append(image_path)
+    return written
+
+
+# Each layout's label values for the scenes' Cityscapes classes (anything not named: the layout's 'nothing').
+ADE20K_LABELS = {  # ADE20K's raw values: the class index + 1; 0 is 'other'
+    "road": 7, "sidewalk": 12, "building": 2, "wall": 1, "vegetation": 5, "terrain": 10, "sky": 3, "person": 13,
+    "rider": 13, "car": 21, "truck": 84, "bicycle": 128, "pole": 94, "traffic light": 137, "traffic sign": 44,
+    "static": 42, "dynamic": 139,
+}  # fmt: skip
+VOC_LABELS = {"person": 15, "rider": 15, "car": 7, "truck": 6, "bicycle": 2}  # 0 background, 255 the void border
+CUSTOM_CLASSES = ("background", "road", "vehicle", "person", "vegetation")
+CUSTOM_LABELS = {
+    "road": 1, "sidewalk": 1, "car": 2, "truck": 2, "bicycle": 2, "person": 3, "rider": 3, "vegetation": 4,
+    "terrain": 4, "ego vehicle": 255,
+}  # fmt: skip
+CUSTOM_TOML = f"""\
+# The owner's config for this tree: python -m pipeline.run --stage encrypt --config <this file> --raw <this folder>
+[dataset]
+name = "streets"
+classes = {list(CUSTOM_CLASSES)}
+img_suffix = ".png"
+seg_map_suffix = ".png"
+""".replace("'", '"')
+
+
+def write_dataset(
+    dataset: str,
+    root: str | Path,
+    *,
+    counts: Mapping[str, int] | None = None,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    seed: int = 0,
+) -> list[Path]:
+    """Write the synthetic tree of a built-in ``dataset`` layout under root; return the written image paths.
+
+    ``counts`` maps the layout's splits (:data:`SAMPLE_SPLITS`) to numbers of images. Cityscapes' images
+    are all of ``size``; the other layouts' are each of their own size, every side between 0.6 and 1
+    times ``size``'s (few of them multiples of the block size). Image i of a split depends only on
+    (seed, split, i).
+    """
+    if dataset not in SAMPLE_SPLITS:
+        raise PipelineError(f"no sample of the {dataset!r} layout; the layouts: {', '.join(SAMPLE_SPLITS)}")
+    counts = dict(DEFAULT_COUNTS if counts is None else counts)
+    if set(counts) - set(SAMPLE_SPLITS[dataset]):
+        raise PipelineError(f"the {dataset} sample has splits {', '.join(SAMPLE_SPLITS[dataset])}, not {sorted(set(counts) - set(SAMPLE_SPLITS[dataset]))}")
+    if dataset == "cityscapes":
+        return write_sample(root, counts=counts, size=size, seed=seed)
+    if any(n < 0 for n in counts.values()) or min(size) <= 0:
+        raise PipelineError(f"image counts must be >= 0 and the size positive, got {dict(counts)} and {size}")
+    root, written = Path(root), []
+    folders = {"train": "training", "val": "validation"}
+    for s, split in enumerate(SAMPLE_SPLITS[dataset]):
+        names = []
+        for i in range(counts.get(split, 0)):
+            rng = np.random.default_rng(np.random.SeedSequence([seed, s, i, list(SAMPLE_SPLITS).index(dataset)]))
+            h, w = (max(1, round(side * rng.uniform(SMALLEST, 1))) for side in size)
+            label, _, shade = _scene(rng, h, w)
+            image = cv2.cvtColor(_render(rng, label, shade), cv2.COLOR_RGB2BGR)  # cv2 encodes BGR
+            if dataset == "ade20k":
+                name = f"ADE_{folders[split][:-3] if split == 'train' else 'val'}_{i + 1:08d}"
+                grey = i == 3  # ADE20K holds a few greyscale photographs
+                path = root / "images" / folders[split] / f"{name}.jpg"
+                _write(path, _jpeg(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if grey else image), OutputKind.JPEG)
+                _write_png(root / "annotations" / folders[split] / f"{name}.png", _relabelled(label, ADE20K_LABELS, 0))
+            elif dataset == "voc":
+                name = f"2007_{s * 100000 + i:06d}"
+                path = root / "JPEGImages" / f"{name}.jpg"
+                _write(path, _jpeg(image), OutputKind.JPEG)
+                classes = _relabelled(label, VOC_LABELS, 0)
+                classes[(_edges(classes) == 0) & (cv2.dilate(classes, np.ones((5, 5), np.uint8)) > 0)] = 255
+                _write(root / "SegmentationClass" / f"{name}.png", _palette_png(classes), OutputKind.PNG)
+            else:
+                name = f"street_{i:04d}"
+                path = root / "img_dir" / split / f"{name}.png"
+                _write_png(path, image)
+                _write_png(root / "ann_dir" / split / f"{name}.png", _relabelled(label, CUSTOM_LABELS, 0))
+            names.append(name)
+            written.append(path)
+        if dataset == "voc":
+            _write(root / "ImageSets" / "Segmentation" / f"{split}.txt", "".join(f"{n}\n" for n in names).encode(), OutputKind.TEXT)
+    if dataset == "custom":
+        _write(root / "dataset.toml", CUSTOM_TOML.encode(), OutputKind.TEXT)
     return written
 
 
@@ -327,8 +430,46 @@ def _color(label: np.ndarray) -> np.ndarray:
     return lut[label]
 
 
+def _relabelled(label: np.ndarray, values: Mapping[str, int], other: int) -> np.ndarray:
+    """Cityscapes labelIds -> another layout's label values (``other`` for the classes it does not name)."""
+    table = np.full(256, other, np.uint8)
+    for name, value in values.items():
+        table[ID.get(name, name2label[name].id)] = value
+    return table[label]
+
+
+def _edges(label: np.ndarray) -> np.ndarray:
+    """1 inside a region of one label, 0 where a 3x3 neighbourhood holds two labels (a boundary)."""
+    kernel = np.ones((3, 3), np.uint8)
+    return (cv2.dilate(label, kernel) == cv2.erode(label, kernel)).astype(np.uint8)
+
+
+def _palette_png(classes: np.ndarray) -> bytes:
+    """A palette PNG of class indices in VOC's colours (255: the void colour), as VOC's SegmentationClass."""
+    from PIL import Image
+
+    colours = np.zeros((256, 3), np.uint8)
+    for index in range(256):  # VOC's colour map: the bits of the index spread over the channels
+        for bit in range(8):
+            for channel in range(3):
+                colours[index, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+    image = Image.fromarray(classes, "P")
+    image.putpalette(colours.ravel().tolist())
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", array, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
 def _write_png(path: Path, array: np.ndarray) -> None:
     ok, png = cv2.imencode(".png", array)
     if not ok:
         raise RuntimeError(f"cv2 could not encode {path.name}")
     write_file(path, png.tobytes(), OutputKind.PNG)
+
+
+def _write(path: Path, data: bytes, kind: OutputKind) -> None:
+    write_file(path, data, kind)

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import cv2
 import numpy as np
 import zarr
 from fsspec.core import url_to_fs
+from PIL import Image
 from zarr.storage import WrapperStore
 
 from contract.bundle import hash_object
 from contract.errors import UserError
-from contract.formats import ObjectEntry, ShardRecord, Skip, shard_object, shard_record
+from contract.formats import IGNORE_INDEX, ObjectEntry, ShardRecord, Skip, shard_record
 from pipeline.cipher import BlockCipher
 from pipeline.errors import OnError
 from pipeline.inputs import Sample
@@ -38,16 +39,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ShardTask:
-    """What one task writes: shard ``index`` of ``split``, whose first sample is sample ``start``."""
+    """What one task writes: shard ``index`` of ``split``, whose first sample is sample ``start``.
+
+    Each sample is stored at ``shapes[i]`` (its padded size). Fixed layout (``offsets`` None): the shard
+    is samples ``start ..`` of (N, H, W, 3) arrays. Ragged: sample ``i`` starts at pixel ``offsets[i]`` of
+    the flat arrays, and the shard writes pixels ``region`` (first, count).
+    """
 
     split: str
     index: int
     start: int
-    height: int
-    width: int
     labelled: bool
     samples: tuple[Sample, ...]
+    shapes: tuple[tuple[int, int], ...]
     inputs: str  # pipeline.inputs.fingerprint of the samples
+    offsets: tuple[int, ...] | None = None
+    region: tuple[int, int] | None = None
 
     @property
     def arrays(self) -> tuple[str, ...]:
@@ -72,11 +79,13 @@ class ShardWriter:
     store: str
     storage_options: dict[str, Any]
     policy: OnError
+    labels: Labels
+    objects: dict[tuple[str, str, int], str]  # (split, array, shard) -> its store key
 
     def __call__(self, task: ShardTask, secret_key: Key | None) -> ShardResult:
         """Write ``task``'s shard encrypted with ``secret_key`` (plain if None), unless it is done already."""
         fs, root = url_to_fs(self.store, **self.storage_options)
-        objects = [shard_object(task.split, array, task.index) for array in task.arrays]
+        objects = [self.objects[task.split, array, task.index] for array in task.arrays]
         record_path = f"{root}/{shard_record(task.split, task.index)}"
         record = self._read_record(fs, record_path)
         if record is not None and self._still_valid(record, task, fs, root, objects):
@@ -86,7 +95,7 @@ class ShardWriter:
             if fs.exists(path):
                 fs.rm_file(path)
         cipher = BlockCipher(secret_key) if secret_key is not None else None
-        images, labels, problems = _load_samples(self.raw, self.storage_options, task, cipher)
+        images, labels, problems = _load_samples(self.raw, self.storage_options, task, cipher, self.labels)
         try:
             skipped = tuple(self.policy.handle(problem, self.raw) for problem in problems)
         except UserError as error:
@@ -96,9 +105,13 @@ class ShardWriter:
         group = zarr.open_group(_HashingStore(zarr_store(self.store, self.storage_options), written), path=task.split, mode="r+")
         # write_empty_chunks: otherwise zarr compares every chunk with the fill value, to leave out
         # empty ones: ~12 ms per 1024x2048 image, as much as compressing and writing it.
-        end = task.start + len(task.samples)
         for name, data in (("images", images), ("labels", labels)) if task.labelled else (("images", images),):
-            group[name].with_config({"write_empty_chunks": True})[task.start : end] = data  # one whole shard
+            if task.region is None:
+                where = slice(task.start, task.start + len(task.samples))  # one whole shard
+            else:  # the shard's chunks that hold its samples; the rest of it stays absent
+                channels = 3 if name == "images" else 1
+                where = slice(task.region[0] * channels, (task.region[0] + task.region[1]) * channels)
+            group[name].with_config({"write_empty_chunks": True})[where] = data
         record = ShardRecord(
             names=tuple(s.name for s in task.samples), inputs=task.inputs, objects={name: written[name] for name in objects}, skipped=skipped
         )
@@ -152,16 +165,24 @@ def _sha256(data: np.ndarray) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@cache
-def train_ids() -> np.ndarray:
-    """labelId -> trainId (cityscapesscripts' table); ignored classes -> 255."""
-    from cityscapesscripts.helpers.labels import labels
+@dataclass(frozen=True)
+class Labels:
+    """How the owner makes stored labels of raw label files: ``lookup`` (raw value -> stored value, the
+    dataset description's), and which stored values are none of the ``classes`` indices nor ``ignore``."""
 
-    lut = np.full(256, 255, dtype=np.uint8)
-    for label in labels:
-        if 0 <= label.id < 256 and 0 <= label.trainId < 255:
-            lut[label.id] = label.trainId
-    return lut
+    lookup: tuple[int, ...]
+    classes: int
+    ignore: int = IGNORE_INDEX
+
+    @property
+    def table(self) -> np.ndarray:
+        return np.array(self.lookup, np.uint8)
+
+    @property
+    def foreign(self) -> np.ndarray | None:
+        """1 for a stored value that is no class; None if the lookup makes none (no need to look)."""
+        foreign = np.array([value >= self.classes and value != self.ignore for value in range(256)], np.uint8)
+        return foreign if foreign[self.table].any() else None
 
 
 class _Unusable(Exception):
@@ -171,47 +192,89 @@ class _Unusable(Exception):
 
 
 def _load_samples(
-    raw: str, storage_options: dict[str, Any], task: ShardTask, cipher: BlockCipher | None
+    raw: str, storage_options: dict[str, Any], task: ShardTask, cipher: BlockCipher | None, labels: Labels
 ) -> tuple[np.ndarray, np.ndarray | None, list[Skip]]:
-    """Decode the shard's images (RGB, encrypted with ``cipher`` unless None) and labels (trainIds);
-    unusable samples stay zeros / 255."""
-    n, h, w = len(task.samples), task.height, task.width
-    images = np.zeros((n, h, w, 3), np.uint8)
-    labels = np.full((n, h, w), 255, np.uint8) if task.labelled else None
+    """Decode the shard's images (RGB, resized and padded to their stored size, encrypted with ``cipher``
+    unless None) and labels (class indices, padded with the ignore index), straight into the shard's
+    buffers; unusable samples stay zeros / ignore."""
+    if task.offsets is None:
+        count = len(task.samples)
+        h, w = task.shapes[0]
+        image_buffer, label_buffer = np.zeros((count, h, w, 3), np.uint8), np.full((count, h, w), labels.ignore, np.uint8)
+        views = [(image_buffer[i], label_buffer[i]) for i in range(count)]
+    else:
+        first, count = task.region
+        image_buffer, label_buffer = np.zeros(count * 3, np.uint8), np.full(count, labels.ignore, np.uint8)
+        views = [
+            (image_buffer[3 * (o - first) : 3 * (o - first + h * w)].reshape(h, w, 3), label_buffer[o - first : o - first + h * w].reshape(h, w))
+            for o, (h, w) in zip(task.offsets, task.shapes)
+        ]
     fs, root = url_to_fs(raw, **storage_options)
     files = [f"{root}/{p}" for s in task.samples if s.problem is None for p in (s.image, s.label) if p]
     contents = fs.cat(files, on_error="return") if files else {}  # one batched read (concurrent on S3)
-
-    def decode(relative: str, flags: int, shape: tuple[int, ...]) -> np.ndarray:
-        return _decode(relative, contents[f"{root}/{relative}"], flags, shape)
+    table, foreign = labels.table, labels.foreign
 
     problems = []
-    for i, sample in enumerate(task.samples):
+    for sample, (image_view, label_view) in zip(task.samples, views):
         try:
             if sample.problem:
                 problems.append(sample.problem)
                 continue
-            image = decode(sample.image, cv2.IMREAD_COLOR_RGB, (h, w, 3))
-            if labels is not None:
-                cv2.LUT(decode(sample.label, cv2.IMREAD_UNCHANGED, (h, w)), train_ids(), dst=labels[i])
+            image = _decode_image(sample.image, contents[f"{root}/{sample.image}"], sample.source)
+            if sample.size != sample.source:  # mmseg's Resize: bilinear for images, nearest for labels
+                image = cv2.resize(image, sample.size[::-1], interpolation=cv2.INTER_LINEAR)
+            if task.labelled:
+                label = cv2.LUT(_decode_label(sample.label, contents[f"{root}/{sample.label}"], sample.source), table)
+                if foreign is not None and cv2.countNonZero(cv2.LUT(label, foreign)):
+                    values = sorted(set(np.unique(label).tolist()) - set(range(labels.classes)) - {labels.ignore})
+                    raise _Unusable(sample.label, f"label value {values[0]} is none of the {labels.classes} classes' nor the ignore index {labels.ignore}")
+                if sample.size != sample.source:
+                    label = cv2.resize(label, sample.size[::-1], interpolation=cv2.INTER_NEAREST)
+                label_view[: sample.size[0], : sample.size[1]] = label
+            if image.shape[:2] != image_view.shape[:2]:  # padded at the bottom and right, black
+                padded = np.zeros_like(image_view)
+                padded[: image.shape[0], : image.shape[1]] = image
+                image = padded
             if cipher is None:
-                images[i] = image
+                image_view[...] = image
             else:  # straight into the shard while the decoded image is in cache: no second copy
-                cipher.encrypt(image, out=images[i])
+                cipher.encrypt(image, out=image_view)
         except _Unusable as problem:
+            image_view[...], label_view[...] = 0, labels.ignore
             problems.append(Skip(split=task.split, name=sample.name, file=problem.file, reason=problem.reason))
-    return images, labels, problems
+    return image_buffer, label_buffer if task.labelled else None, problems
 
 
-def _decode(file: str, data: bytes | Exception, flags: int, shape: tuple[int, ...]) -> np.ndarray:
-    """One decoded PNG of the expected shape, or _Unusable."""
+def _decode_image(file: str, data: bytes | Exception, size: tuple[int, int]) -> np.ndarray:
+    """An image file decoded to RGB as OpenCV does for mmseg's LoadImageFromFile (EXIF orientation applied)."""
+    return _decoded(file, data, lambda b: cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR_RGB), (*size, 3))
+
+
+def _decode_label(file: str, data: bytes | Exception, size: tuple[int, int]) -> np.ndarray:
+    """A label PNG's values as mmseg's LoadAnnotations reads them (Pillow, unchanged): a palette PNG's
+    indices, a grey PNG's values (decoded by OpenCV, which gives the same values faster)."""
+
+    def decode(png: bytes) -> np.ndarray | None:
+        if png[25:26] == b"\x03":  # IHDR colour type 3: palette
+            try:
+                with Image.open(io.BytesIO(png)) as label:
+                    return np.asarray(label)
+            except (OSError, ValueError):
+                return None
+        return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+
+    return _decoded(file, data, decode, size)
+
+
+def _decoded(file: str, data: bytes | Exception, decode, shape: tuple[int, ...]) -> np.ndarray:
+    """One decoded file of the expected shape, or _Unusable."""
     if isinstance(data, FileNotFoundError):
         raise _Unusable(file, "file disappeared after planning")
     if isinstance(data, Exception):
         raise data  # a storage error, not bad input: fail the task, a rerun resumes
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    array = decode(data)
     if array is None:
-        raise _Unusable(file, "cannot decode PNG (truncated or corrupt)")
+        raise _Unusable(file, "cannot decode it (truncated or corrupt)")
     if array.shape != shape or array.dtype != np.uint8:
         raise _Unusable(file, f"decodes to {array.dtype} {array.shape}, expected uint8 {shape}")
     return array

@@ -1,8 +1,8 @@
 """The encrypted dataset store's layout on the owner's side: creating it, and checking that a run
 may write into an existing one (see :class:`contract.formats.StoreAttributes` for the layout).
 
-A store's identity is its key, cipher spec and layout: the samples of each split (names and image
-size) and the shard size. What the samples were made from is each shard's record's business.
+A store's identity is its key, cipher spec, dataset description and layout: the samples of each split
+(names and sizes), the padding and resizing, and the shard size. What the samples were made from is each shard's record's business.
 """
 
 from __future__ import annotations
@@ -16,7 +16,16 @@ from fsspec.implementations.local import LocalFileSystem
 from zarr.codecs import ZstdCodec
 
 from contract.bundle import read_store_attributes
-from contract.formats import CipherSpec, SplitAttributes, StoreAttributes, describe_cipher
+from contract.errors import UserError
+from contract.formats import (
+    IGNORE_INDEX,
+    CipherSpec,
+    DatasetDescription,
+    FixedLayout,
+    SplitAttributes,
+    StoreAttributes,
+    describe_cipher,
+)
 from pipeline.errors import PipelineError
 from pipeline.inputs import SplitPlan
 
@@ -55,13 +64,27 @@ def read_attributes(store: str, storage_options: dict[str, Any]) -> StoreAttribu
 
 
 def prepare_store(
-    store: str, storage_options: dict[str, Any], plans: Sequence[SplitPlan], cipher: CipherSpec | None, shard_size: int
+    store: str,
+    storage_options: dict[str, Any],
+    plans: Sequence[SplitPlan],
+    cipher: CipherSpec | None,
+    dataset: DatasetDescription,
+    *,
+    shard_size: int,
+    resize: tuple[int, int] | None,
 ) -> zarr.Group:
     """Create the store and its arrays, or check that an existing one has this run's identity.
 
     Marks the store incomplete until :func:`finish_store`.
     """
-    attributes = StoreAttributes(cipher=cipher, shard_size=shard_size, splits={plan.name: len(plan.samples) for plan in plans})
+    attributes = StoreAttributes(
+        cipher=cipher,
+        dataset=dataset,
+        padded_to=plans[0].padded_to,
+        resize=resize,
+        shard_size=shard_size,
+        splits={plan.name: plan.layout for plan in plans},
+    )
     found = read_attributes(store, storage_options)
     if found is None:
         root = zarr.create_group(zarr_store(store, storage_options), attributes=attributes.to_json())
@@ -71,12 +94,14 @@ def prepare_store(
         root.attrs.put(attributes.to_json())
     for plan in plans:
         group = root.require_group(plan.name)
-        group.attrs.put(SplitAttributes(names=tuple(s.name for s in plan.samples), labelled=plan.labelled).to_json())
-        n, h, w = len(plan.samples), plan.height, plan.width
-        _require_array(group, "images", (n, h, w, 3), shard_size, fill_value=0)
-        if plan.labelled:
-            _require_array(group, "labels", (n, h, w), shard_size, fill_value=255)
+        group.attrs.put(split_attributes(plan).to_json())
+        for array in attributes.arrays(plan.name):
+            _require_array(group, array, plan, shard_size)
     return root
+
+
+def split_attributes(plan: SplitPlan) -> SplitAttributes:
+    return SplitAttributes(names=tuple(s.name for s in plan.samples), sizes=tuple(s.size for s in plan.samples))
 
 
 def finish_store(root: zarr.Group, attributes: StoreAttributes) -> None:
@@ -84,16 +109,20 @@ def finish_store(root: zarr.Group, attributes: StoreAttributes) -> None:
     root.attrs.put(attributes.to_json())
 
 
-def _require_array(group: zarr.Group, name: str, shape: tuple[int, ...], shard_size: int, fill_value: int) -> None:
+def _require_array(group: zarr.Group, name: str, plan: SplitPlan, shard_size: int) -> None:
+    """The split's ``images`` (3 bytes a pixel, black where empty) or ``labels`` (1, the ignore index)."""
+    channels, fill_value = (3, 0) if name == "images" else (1, IGNORE_INDEX)
+    layout = plan.layout.layout
+    if isinstance(layout, FixedLayout):
+        sample = (layout.height, layout.width, 3)[: 3 if channels == 3 else 2]
+        shape, chunks, shards = (len(plan.samples), *sample), (1, *sample), (shard_size, *sample)
+        dimensions = ("sample", "y", "x", "channel")[: len(shape)]
+    else:
+        chunk = layout.chunk_pixels * channels
+        shard = layout.shard_chunks * chunk
+        shape, chunks, shards, dimensions = (-(-len(plan.samples) // shard_size) * shard,), (chunk,), (shard,), None
     group.require_array(
-        name,
-        shape=shape,
-        dtype="uint8",
-        chunks=(1, *shape[1:]),
-        shards=(shard_size, *shape[1:]),
-        compressors=CODEC,
-        fill_value=fill_value,
-        dimension_names=("sample", "y", "x", "channel")[: len(shape)],
+        name, shape=shape, dtype="uint8", chunks=chunks, shards=shards, compressors=CODEC, fill_value=fill_value, dimension_names=dimensions
     )
 
 
@@ -108,16 +137,19 @@ def _check_identity(
         raise PipelineError(f"{store}: written with shard size {found.shard_size}, not {expected.shard_size}")
     if set(found.splits) != set(expected.splits):
         raise PipelineError(f"{store}: holds splits {sorted(found.splits)}, the input {sorted(expected.splits)}; write to a new store")
+    for what in ("dataset", "padded_to", "resize"):
+        if getattr(found, what) != getattr(expected, what):
+            raise PipelineError(f"{store}: written with another {what.replace('_', ' ')} than this run's; write to a new store")
     for plan in plans:
         try:
-            names = SplitAttributes.parse(dict(root[plan.name].attrs), f"{store}/{plan.name}/zarr.json").names
-            shape = root[plan.name]["images"].shape[1:3]
-        except KeyError:
+            split = SplitAttributes.parse(dict(root[plan.name].attrs), f"{store}/{plan.name}/zarr.json")
+        except (KeyError, UserError):
             raise PipelineError(f"{store}: split {plan.name} is incomplete; write to a new store") from None
-        if names != tuple(s.name for s in plan.samples):
+        if split.names != tuple(s.name for s in plan.samples):
             raise PipelineError(
-                f"{store}: the set of input images changed (split {plan.name}: {len(names)} samples in the store, "
+                f"{store}: the set of input images changed (split {plan.name}: {len(split.names)} samples in the store, "
                 f"{len(plan.samples)} in the input, not the same ones); write to a new store"
             )
-        if shape != (plan.height, plan.width):
-            raise PipelineError(f"{store}: split {plan.name} holds {shape[0]}x{shape[1]} images, the input {plan.height}x{plan.width}")
+        # Sizes may change where a shard is redone (a repaired input), as long as the arrays keep their layout.
+        if found.splits[plan.name] != plan.layout:
+            raise PipelineError(f"{store}: split {plan.name} is laid out for images of other sizes than the input's; write to a new store")

@@ -31,10 +31,10 @@ def test_help_shows_every_default_and_each_shown_default_is_the_default():
     defaults = Options()
     values = {f.name: getattr(defaults, f.name) for f in fields(Options)}
     has_default = {name for name, value in values.items() if value is not False and value not in (None, (), {})}
-    assert shown.keys() == has_default | {"key", "signer", "weights"}  # the paths derived when not given, too
+    assert shown.keys() == has_default | {"raw", "key", "signer", "weights"}  # the paths derived when not given, too
 
     def effective(o: Options) -> dict:
-        return {**asdict(o), "key": o.key_path, "signer": o.signer_path, "weights": o.weights_path}
+        return {**asdict(o), "raw": o.raw_path, "key": o.key_path, "signer": o.signer_path, "weights": o.weights_path}
 
     for name, value in shown.items():
         assert effective(resolve(None, {name: value})) == effective(defaults), name
@@ -83,7 +83,9 @@ def test_flags_override_the_config_file(tmp_path):
     [
         ("colour = 1\n", "unknown option"),
         ("workers = 'many'\n", "option workers 'many': expected a whole number"),
-        ("sample-counts = [8, 4]\n", "option sample-counts \\[8, 4\\]: expected 3 whole numbers"),
+        ("sample-counts = [8, 4, 2, 1, 0]\n", "option sample-counts \\[8, 4, 2, 1, 0\\]: expected one to four whole numbers"),
+        ("dataset = 'coco'\n", "option dataset 'coco': not a built-in dataset"),
+        ("[dataset]\nname = 'mine'\n", "option dataset \\[dataset\\]: lacks 'classes'"),
         ("on-error = 'ignore'\n", "option on-error 'ignore': expected 'fail' or 'skip'"),
         ("= broken", "not a readable"),
     ],
@@ -203,4 +205,4 @@ def test_a_corrupt_png_is_one_line_in_the_stage_and_in_its_workers(tmp_path):
         command = [sys.executable, "-m", "pipeline.run", "--stage", *stage, "--key", tmp_path / "key.json"]
         done = subprocess.run([str(c) for c in command], capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 2
-        assert done.stderr.strip().splitlines() == [f"error: {image}: cannot decode PNG (truncated or corrupt)"]
+        assert done.stderr.strip().splitlines() == [f"error: {image}: cannot decode it (truncated or corrupt)"]

@@ -21,15 +21,19 @@ from contract.formats import (
     BundleReference,
     CheckpointMetadata,
     CipherSpec,
+    DatasetDescription,
+    FixedLayout,
     KeyFile,
     Manifest,
     ModelProvenance,
     Normalization,
     ObjectEntry,
     PendingRecord,
+    RaggedLayout,
     ShardRecord,
     Skip,
     SplitAttributes,
+    SplitLayout,
     SplitGroup,
     StoreAttributes,
     StoreGroup,
@@ -64,9 +68,15 @@ def array_metadata(tmp_path) -> bytes:
 
 # --- round trips --------------------------------------------------------------------------------
 
+DATASET = DatasetDescription(name="roads", classes=("road", "car"), palette=((1, 2, 3), (4, 5, 6)), label_map=((0, 255), (7, 0)))
+FIXED = SplitLayout(samples=3, labelled=True, layout=FixedLayout(height=32, width=64))
+RAGGED = SplitLayout(samples=2, labelled=True, layout=RaggedLayout(chunk_pixels=1024, shard_chunks=3))
 STORES = [
-    StoreAttributes(cipher=SPEC, shard_size=2, splits={"train": 3, "val": 2, "test": 1}, complete=True, skipped=(SKIP,)),
-    StoreAttributes(cipher=None, shard_size=8, splits={"val": 1}),  # plain and incomplete
+    StoreAttributes(
+        cipher=SPEC, dataset=DATASET, padded_to=16, shard_size=2, complete=True, skipped=(SKIP,),
+        splits={"train": FIXED, "val": RAGGED, "test": SplitLayout(samples=1, labelled=False, layout=FixedLayout(height=16, width=16))},
+    ),  # fmt: skip
+    StoreAttributes(cipher=None, dataset=DATASET, padded_to=1, resize=(2048, 512), shard_size=8, splits={"train_extra": RAGGED}),  # plain, incomplete
 ]
 CHECKPOINTS = [
     CheckpointMetadata.of(SPEC, NORM.uniform(), NORM, source_arch="vit_tiny_patch16_224", source_sha256=SHA),
@@ -89,9 +99,9 @@ MANIFESTS = [
 DOCUMENTS = [
     *STORES,
     *MANIFESTS,
-    SplitAttributes(names=("a", "b"), labelled=False),
+    SplitAttributes(names=("a", "b"), sizes=((17, 30), (0, 0))),
     StoreGroup(zarr_format=3, node_type="group", attributes=STORES[0]),
-    SplitGroup(zarr_format=3, node_type="group", attributes=SplitAttributes(names=("a",), labelled=True)),
+    SplitGroup(zarr_format=3, node_type="group", attributes=SplitAttributes(names=("a",), sizes=((32, 64),))),
     ShardRecord(names=("a", "b"), inputs=SHA, objects={"train/images/c/0/0/0/0": ObjectEntry(size=12, sha256=SHA)}, skipped=(SKIP,)),
     ModelProvenance(cipher=SPEC, normalization=NORM, method="proposed", bundle=REFERENCE),
     ModelProvenance(cipher=None, normalization=NORM, method="baseline"),
@@ -157,7 +167,7 @@ STORE = STORES[0].to_json()
 RECORD = DOCUMENTS[7].to_json()
 PROVENANCE = DOCUMENTS[8].to_json()
 MANIFEST = MANIFESTS[0].to_json()
-SPLIT = SplitAttributes(names=("a", "b"), labelled=True).to_json()
+SPLIT = SplitAttributes(names=("a", "b"), sizes=((1, 2), (3, 4))).to_json()
 KEY = DOCUMENTS[10].to_json()
 
 # (id, model, document): each must be refused with a FormatError naming the object.
@@ -178,15 +188,30 @@ BAD = [
     # StoreAttributes
     ("store-wrong-format", StoreAttributes, edited(STORE, ("format",), "cipherseg-bundle")),
     ("store-no-format", StoreAttributes, edited(STORE, ("format",), delete=True)),
-    ("store-old-version", StoreAttributes, edited(STORE, ("format_version",), 1)),
-    ("store-str-version", StoreAttributes, edited(STORE, ("format_version",), "2")),
-    ("store-float-version", StoreAttributes, edited(STORE, ("format_version",), 2.0)),
+    ("store-old-version", StoreAttributes, edited(STORE, ("format_version",), 2)),
+    ("store-str-version", StoreAttributes, edited(STORE, ("format_version",), "3")),
+    ("store-float-version", StoreAttributes, edited(STORE, ("format_version",), 3.0)),
     ("store-bool-shard-size", StoreAttributes, edited(STORE, ("shard_size",), True)),
     ("store-missing-shard-size", StoreAttributes, edited(STORE, ("shard_size",), delete=True)),
-    ("store-bool-count", StoreAttributes, edited(STORE, ("splits", "train"), True)),
-    ("store-zero-count", StoreAttributes, edited(STORE, ("splits", "train"), 0)),
-    ("store-unknown-split", StoreAttributes, edited(STORE, ("splits", "extra"), 1)),
+    ("store-count-not-layout", StoreAttributes, edited(STORE, ("splits", "train"), 3)),
+    ("store-bool-count", StoreAttributes, edited(STORE, ("splits", "train", "samples"), True)),
+    ("store-zero-count", StoreAttributes, edited(STORE, ("splits", "train", "samples"), 0)),
+    ("store-split-name-upper-case", StoreAttributes, edited(STORE, ("splits", "Extra"), FIXED.to_json())),
+    ("store-split-name-traversal", StoreAttributes, edited(STORE, ("splits", "../x"), FIXED.to_json())),
     ("store-no-splits", StoreAttributes, edited(STORE, ("splits",), {})),
+    ("store-unknown-layout", StoreAttributes, edited(STORE, ("splits", "train", "layout", "kind"), "buckets")),
+    ("store-ragged-zero-chunk", StoreAttributes, edited(STORE, ("splits", "val", "layout", "chunk_pixels"), 0)),
+    ("store-unpadded-size", StoreAttributes, edited(STORE, ("splits", "train", "layout", "height"), 33)),
+    ("store-padded-off-block", StoreAttributes, edited(STORE, ("padded_to",), 8)),
+    ("store-missing-dataset", StoreAttributes, edited(STORE, ("dataset",), delete=True)),
+    ("store-palette-short", StoreAttributes, edited(STORE, ("dataset", "palette"), [[1, 2, 3]])),
+    ("store-colour-out-of-range", StoreAttributes, edited(STORE, ("dataset", "palette", 0), [1, 2, 256])),
+    ("store-class-two-lines", StoreAttributes, edited(STORE, ("dataset", "classes", 0), "a\nb")),
+    ("store-other-ignore-index", StoreAttributes, edited(STORE, ("dataset", "ignore_index"), 0)),
+    ("store-map-to-no-class", StoreAttributes, edited(STORE, ("dataset", "label_map"), [[0, 2]])),
+    ("store-map-unsorted", StoreAttributes, edited(STORE, ("dataset", "label_map"), [[7, 0], [0, 255]])),
+    ("store-map-twice", StoreAttributes, edited(STORE, ("dataset", "label_map"), [[7, 0], [7, 1]])),
+    ("store-resize-one-side", StoreAttributes, edited(STORE, ("resize",), [512])),
     ("store-str-complete", StoreAttributes, edited(STORE, ("complete",), "true")),
     ("store-bgr", StoreAttributes, edited(STORE, ("channel_order",), "BGR")),
     ("store-bad-cipher", StoreAttributes, edited(STORE, ("cipher", "key_id"), "x")),
@@ -200,8 +225,10 @@ BAD = [
     ("split-name-with-slash", SplitAttributes, edited(SPLIT, ("names",), ["a/b"])),
     ("split-name-dot-dot", SplitAttributes, edited(SPLIT, ("names",), [".."])),
     ("split-name-too-long", SplitAttributes, edited(SPLIT, ("names",), ["a" * 256])),
-    ("split-str-labelled", SplitAttributes, edited(SPLIT, ("labelled",), "yes")),
-    ("split-missing-labelled", SplitAttributes, edited(SPLIT, ("labelled",), delete=True)),
+    ("split-missing-sizes", SplitAttributes, edited(SPLIT, ("sizes",), delete=True)),
+    ("split-fewer-sizes", SplitAttributes, edited(SPLIT, ("sizes",), [[1, 2]])),
+    ("split-negative-size", SplitAttributes, edited(SPLIT, ("sizes", 0), [-1, 2])),
+    ("split-str-size", SplitAttributes, edited(SPLIT, ("sizes", 0), ["1", 2])),
     # ShardRecord
     ("record-wrong-format", ShardRecord, edited(RECORD, ("format",), "cipherseg-dataset")),
     ("record-new-version", ShardRecord, edited(RECORD, ("format_version",), 2)),

@@ -16,15 +16,15 @@ import pytest
 import zarr
 
 from contract.errors import UserError
-from contract.formats import ShardRecord, StoreAttributes, shard_object
+from contract.formats import FixedLayout, ShardRecord, SplitLayout, StoreAttributes
 from pipeline import keys
 from pipeline.cipher import BlockCipher
 from pipeline.cluster import local_cluster
+from pipeline.datasets import cityscapes
 from pipeline.encrypt import encrypt_dataset
 from pipeline.errors import OnError, PipelineError
 from pipeline.export import decrypt_samples
 from pipeline.sample import write_sample
-from pipeline.shards import train_ids
 
 pytest_plugins = ["s3"]
 
@@ -86,6 +86,11 @@ def attributes(store: Path) -> StoreAttributes:
     return StoreAttributes.parse(dict(zarr.open_group(str(store), mode="r").attrs), str(store))
 
 
+def train_ids() -> np.ndarray:
+    """labelId -> trainId as the Cityscapes description maps them."""
+    return np.array(cityscapes().description.lookup(), np.uint8)
+
+
 def assert_content(store: Path, raw: Path, key: keys.Key | None, skipped: tuple[str, ...] = ()) -> None:
     """Every stored sample is its source file (decrypted, trainIds), skipped ones zeros / 255 as stored
     (an encrypted zero image would show a negative-positive key's flip mask)."""
@@ -109,7 +114,7 @@ def assert_content(store: Path, raw: Path, key: keys.Key | None, skipped: tuple[
 
 
 def shard_file(store: Path, split: str, array: str, index: int) -> Path:
-    return store / shard_object(split, array, index)
+    return store / attributes(store).shard_object(split, array, index)
 
 
 def records(store: Path) -> dict[Path, int]:
@@ -130,13 +135,12 @@ def names(raw: Path, split: str) -> list[str]:
 
 
 def test_train_ids_follow_cityscapesscripts():
+    """Every labelId of the official table maps to its trainId (255: ignored); any other value stays as it is
+    (mmseg's label_map), which no label file holds: the writer refuses it as no class."""
     from cityscapesscripts.helpers.labels import labels
 
-    expected = np.full(256, 255)
-    for label in labels:
-        if label.id >= 0 and label.trainId not in (-1, 255):
-            expected[label.id] = label.trainId
-    assert np.array_equal(train_ids(), expected)
+    table = {label.id: label.trainId if label.trainId not in (-1, 255) else 255 for label in labels if label.id >= 0}
+    assert {value: train_ids()[value] for value in table} == table
     road, car, unlabeled, bicycle = 7, 26, 0, 33
     assert [train_ids()[i] for i in (road, car, unlabeled, bicycle)] == [0, 13, 255, 18]
 
@@ -154,7 +158,10 @@ def test_round_trip(encrypted, raw, key):
 def test_layout_and_attributes(encrypted, raw, key):
     store, _ = encrypted
     attrs = attributes(store)
-    assert attrs == StoreAttributes(cipher=key.spec(), shard_size=2, splits=COUNTS, complete=True)
+    layout = FixedLayout(height=SIZE[0], width=SIZE[1])
+    splits = {split: SplitLayout(samples=n, labelled=split != "test", layout=layout) for split, n in COUNTS.items()}
+    description = cityscapes().description
+    assert attrs == StoreAttributes(cipher=key.spec(), dataset=description, padded_to=16, shard_size=2, splits=splits, complete=True)
     # Exactly the objects the store format defines: what publish copies and verify expects.
     on_disk = {p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file()}
     assert on_disk == attrs.objects()
@@ -162,7 +169,7 @@ def test_layout_and_attributes(encrypted, raw, key):
     for split, n in COUNTS.items():
         group = root[split]
         assert group.attrs["names"] == names(raw, split)
-        assert group.attrs["labelled"] is (split != "test")
+        assert group.attrs["sizes"] == [list(SIZE)] * n
         images = group["images"]
         assert (images.shape, images.dtype) == ((n, *SIZE, 3), np.uint8)
         assert (images.chunks, images.shards) == ((1, *SIZE, 3), (2, *SIZE, 3))
@@ -295,7 +302,7 @@ def test_a_repaired_input_redoes_exactly_its_shard(raw, key, scheduler, tmp_path
     store = tmp_path / "dataset.zarr"
     assert [s.name for s in run(copy, store, key, scheduler, on_error=OnError.SKIP).skipped] == [names(copy, "train")[2]]
     before = records(store)
-    with pytest.raises(PipelineError, match=f"^{re.escape(str(broken))}: cannot decode PNG"):
+    with pytest.raises(PipelineError, match=f"^{re.escape(str(broken))}: cannot decode it"):
         run(copy, store, key, scheduler)  # fail mode redoes the shard with the skip, and fails again
     assert records(store).keys() == before.keys() - {store / "train" / "shards" / "1.json"}
     shutil.copy(image_path(raw, "train", names(raw, "train")[2]), broken)
@@ -360,21 +367,23 @@ def damage(raw: Path) -> dict[str, tuple[str, Path, str]]:
     truncated = image_path(raw, "train", train[0])
     truncated.write_bytes(truncated.read_bytes()[:300])  # the header survives: found when decoding
     label_path(raw, "train", train[1]).unlink()
-    grey = image_path(raw, "train", train[2])
-    cv2.imwrite(str(grey), np.zeros((*SIZE, 4), np.uint8))  # RGBA
+    alpha = image_path(raw, "train", train[2])
+    cv2.imwrite(str(alpha), np.zeros((*SIZE, 4), np.uint8))  # RGBA
     cv2.imwrite(str(label_path(raw, "train", train[3])), np.zeros((32, 64), np.uint8))
-    cv2.imwrite(str(image_path(raw, "train", train[4])), np.zeros((32, 64, 3), np.uint8))
-    cv2.imwrite(str(image_path(raw, "val", val[0])), np.zeros((60, 120, 3), np.uint8))
+    deep = image_path(raw, "train", train[4])
+    cv2.imwrite(str(deep), np.zeros((*SIZE, 3), np.uint16))
+    jpeg = label_path(raw, "val", val[0])
+    jpeg.write_bytes(cv2.imencode(".jpg", np.zeros(SIZE, np.uint8))[1].tobytes())  # a lossy label, named .png
     folder = image_path(raw, "val", val[1])
     folder.unlink()
     folder.mkdir()  # a directory named like an image
     return {
-        train[0]: ("train", truncated, "cannot decode PNG"),
+        train[0]: ("train", truncated, "cannot decode it"),
         train[1]: ("train", image_path(raw, "train", train[1]), "no label file"),
-        train[2]: ("train", grey, "not an 8-bit RGB PNG .*with alpha"),
+        train[2]: ("train", alpha, "RGB with alpha PNG, not an 8-bit grey, RGB, palette PNG"),
         train[3]: ("train", label_path(raw, "train", train[3]), "label size 32x64 differs"),
-        train[4]: ("train", image_path(raw, "train", train[4]), "image size 32x64 differs from the other images"),
-        val[0]: ("val", image_path(raw, "val", val[0]), "not a multiple of the block size 16"),
+        train[4]: ("train", deep, "a 16-bit RGB PNG, not an 8-bit"),
+        val[0]: ("val", jpeg, "a 8-bit grey JPEG, not an 8-bit grey or palette PNG label"),
         val[1]: ("val", folder, "a directory, not an image file"),
     }
 
@@ -398,7 +407,7 @@ def test_bad_input_fails_naming_the_file(raw, key, scheduler, tmp_path):
             assert not store.exists()
             repair(raw, copy, split, name)
     truncated = problems[names(copy, "train")[0]][1]
-    with pytest.raises(PipelineError, match=f"^{re.escape(str(truncated))}: cannot decode PNG"):
+    with pytest.raises(PipelineError, match=f"^{re.escape(str(truncated))}: cannot decode it"):
         run(copy, store, key, scheduler)  # found by the shard task
     assert not attributes(store).complete
 
@@ -416,7 +425,7 @@ def test_bad_input_is_skipped_and_recorded(raw, scheduler, tmp_path):
         assert re.search(words, reported[str(file.relative_to(copy))])
     assert {skip.name for skip in summary.skipped} == set(problems)
     assert attributes(store).skipped == summary.skipped
-    assert attributes(store).splits == COUNTS  # skipped samples keep their slot, as zeros
+    assert attributes(store).counts == COUNTS  # skipped samples keep their slot, as zeros
     assert_content(store, copy, key, skipped=tuple(problems))
     assert run(copy, store, key, scheduler, on_error=OnError.SKIP).shards_written == 0
 
@@ -426,7 +435,7 @@ def test_a_split_without_a_usable_sample_is_refused(raw, key, scheduler, tmp_pat
     for path in (copy / "leftImg8bit" / "test").glob("*/*.png"):
         path.write_bytes(b"not an image")
     first = min((copy / "leftImg8bit" / "test").glob("*/*.png"))
-    with pytest.raises(PipelineError, match=f"^{first}: not a PNG file"):
+    with pytest.raises(PipelineError, match=f"^{first}: not a PNG or JPEG file"):
         run(copy, tmp_path / "a.zarr", key, scheduler)
     with pytest.raises(PipelineError, match="no usable image in split 'test'"):
         run(copy, tmp_path / "b.zarr", key, scheduler, on_error=OnError.SKIP)
@@ -444,10 +453,10 @@ def test_skipping_every_sample_of_a_split_leaves_the_store_incomplete(raw, key, 
 
 
 def test_missing_root_or_images(tmp_path, key, scheduler):
-    with pytest.raises(PipelineError, match="no leftImg8bit/ folder"):
+    with pytest.raises(PipelineError, match="nowhere: no such folder"):
         run(tmp_path / "nowhere", tmp_path / "a.zarr", key, scheduler)
     (tmp_path / "empty" / "leftImg8bit" / "train").mkdir(parents=True)
-    with pytest.raises(PipelineError, match="no leftImg8bit/<split>/<city>/\\*_leftImg8bit.png images"):
+    with pytest.raises(PipelineError, match="no images of the cityscapes dataset here .*leftImg8bit/train/\\*_leftImg8bit.png"):
         run(tmp_path / "empty", tmp_path / "a.zarr", key, scheduler)
 
 
@@ -477,7 +486,7 @@ def test_resume_with_another_key_layout_or_input_set_is_refused(encrypted, raw, 
         (
             lambda p: (p.mkdir(), (p / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": '
                                                                '{"format": "cipherseg-dataset", "format_version": 1}}')),
-            "cipherseg-dataset version 1, this cipherseg reads version 2",
+            "cipherseg-dataset version 1, this cipherseg reads version 3",
         ),
     ],
     ids=["a-file", "a-foreign-folder", "corrupt-zarr-json", "an-older-format"],

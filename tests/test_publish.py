@@ -239,7 +239,7 @@ def test_data_of_another_key_is_refused(owner, tmp_path, store, checkpoint, says
         ({"complete": False}, "the dataset store is incomplete"),
         ({"channel_order": "BGR"}, "attributes.channel_order: Input should be 'RGB'"),
         ({"format": "something-else"}, "not a cipherseg-dataset"),
-        ({"format_version": 1}, "cipherseg-dataset version 1, this cipherseg reads version 2"),
+        ({"format_version": 2}, "cipherseg-dataset version 2, this cipherseg reads version 3"),
         ({"note": "anything"}, "'attributes.note' is no field of this format"),
     ],
     ids=["incomplete", "bgr", "foreign", "old-version", "unknown-attribute"],

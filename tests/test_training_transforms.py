@@ -16,13 +16,15 @@ from mmseg.registry import DATASETS
 
 from contract.errors import UserError
 from pipeline.cipher import BlockCipher
-from pipeline.shards import train_ids
+from pipeline.datasets import cityscapes
 from pipeline.keys import generate
 from pipeline.weights import encrypt_checkpoint
 from contract.registry import fit_problems
 from training.hooks import CipherSegCheckHook
 from training.loaders import read_header
 from training.transforms import BlockAlignedRandomCrop, KeySafePhotoMetricDistortion, key_unsafe_transforms
+
+TRAIN_IDS = np.array(cityscapes().description.lookup(), np.uint8)  # labelId -> trainId
 
 
 pytest_plugins = ["training_fixtures"]
@@ -122,7 +124,7 @@ def test_the_dataset_reads_the_store(owner, bundles):
     image, = (owner.raw / "leftImg8bit" / "val").glob(f"*/{sample['img_path']}_leftImg8bit.png")
     label, = (owner.raw / "gtFine" / "val").glob(f"*/{sample['img_path']}_gtFine_labelIds.png")
     assert np.array_equal(sample["img"], cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB))
-    assert np.array_equal(sample["gt_seg_map"], train_ids()[cv2.imread(str(label), cv2.IMREAD_UNCHANGED)])
+    assert np.array_equal(sample["gt_seg_map"], TRAIN_IDS[cv2.imread(str(label), cv2.IMREAD_UNCHANGED)])
     assert sample["img_shape"] == owner.size
 
 

@@ -1,9 +1,10 @@
 """mmseg dataset over one split of the bundle's dataset store (local path or fsspec URL such as ``s3://``).
 
-Store layout: see :class:`contract.formats.StoreAttributes` (per split, ``images`` uint8 (N, H, W, 3)
-and, except for unlabelled splits, ``labels`` uint8 (N, H, W) in Cityscapes trainIds, 255 ignored;
-the split group's ``names`` attribute names every sample). The dataset reads the bundle it is given
-through the manifest the run verified (training.store): nothing else.
+Store layout: see :class:`contract.formats.StoreAttributes` (per split, ``images`` uint8 RGB and, except
+for unlabelled splits, ``labels`` uint8 class indices, 255 ignored, of one size or of many; the split
+group's attributes name every sample and its size). What the labels mean (class names, palette, ignore
+index, ``reduce_zero_label``) is the store's dataset description: it becomes the dataset's metainfo. The
+dataset reads the bundle it is given through the manifest the run verified (training.store): nothing else.
 """
 
 from __future__ import annotations
@@ -14,28 +15,34 @@ from training import mmcv_compat
 # dataloader worker started with 'spawn' imports this module first, to unpickle the dataset.
 mmcv_compat.install()
 
-from mmseg.datasets import BaseSegDataset, CityscapesDataset
+from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
 from contract.errors import UserError, quoted
-from contract.formats import SplitAttributes
+from contract.formats import DatasetDescription, SplitAttributes
 from training.store import open_store, store_attributes
 from training.transforms import key_unsafe_transforms
 
 
+def metainfo(description: DatasetDescription) -> dict:
+    """mmseg's dataset metainfo of a store's dataset description."""
+    return dict(classes=description.classes, palette=[list(colour) for colour in description.palette])
+
+
 @DATASETS.register_module()
 class ZarrSegDataset(BaseSegDataset):
-    """Cityscapes-class samples of one split of a verified bundle's dataset store.
+    """The samples of one split of a verified bundle's dataset store, with the store's classes and palette.
 
     ``bundle`` is the bundle's location and ``manifest_sha256`` the sha256 of the manifest the run
     verified (training.resolve fills it in). Every sample's data info names the bundle, split and
-    index; the loading transforms (``LoadZarrImage``, ``LoadZarrAnnotations``) read the arrays, so
-    nothing opened is pickled into dataloader workers. On an encrypted store the pipeline must commute with the block
-    transform (see :func:`training.transforms.key_unsafe_transforms`) unless
+    index (and, in a split of many sizes, where its pixels lie); the loading transforms
+    (``LoadZarrImage``, ``LoadZarrAnnotations``) read the arrays, so nothing opened is pickled into
+    dataloader workers. Samples the owner skipped are left out. On an encrypted store the pipeline must
+    commute with the block transform (see :func:`training.transforms.key_unsafe_transforms`) unless
     ``allow_key_unsafe_transforms`` is set, as for reproducing the paper's augmentation.
     """
 
-    METAINFO = CityscapesDataset.METAINFO
+    METAINFO: dict = dict()  # the store's: see metainfo()
 
     def __init__(
         self,
@@ -55,24 +62,32 @@ class ZarrSegDataset(BaseSegDataset):
         self.split = split
         self.storage_options = storage_options or {}
         self.allow_key_unsafe_transforms = allow_key_unsafe_transforms
-        super().__init__(**kwargs)
+        root = open_store(self.bundle, self.manifest_sha256, self.storage_options)
+        self.where = f"{self.bundle}/dataset.zarr"
+        self.store_attrs = store_attributes(root, self.where)
+        if split not in self.store_attrs.splits:
+            raise UserError(f"{quoted(self.where)}: no {split} split (the store holds {', '.join(self.store_attrs.splits)})")
+        self.samples = SplitAttributes.parse(dict(root[split].attrs), f"{self.where}/{split}/zarr.json")
+        description = self.store_attrs.dataset
+        stored = dict(metainfo=metainfo(description), reduce_zero_label=description.reduce_zero_label, ignore_index=description.ignore_index)
+        for name in stored:
+            if kwargs.pop(name, None) not in (None, stored[name]):
+                raise UserError(
+                    f"the config's {split} dataset sets {name}, but {quoted(self.where)} says what its labels mean: "
+                    f"its dataset description ({description.name}, {len(description.classes)} classes); remove the setting"
+                )
+        super().__init__(**stored, **kwargs)
 
     def load_data_list(self) -> list[dict]:
-        root = open_store(self.bundle, self.manifest_sha256, self.storage_options)
-        where = f"{self.bundle}/dataset.zarr"
-        attrs = store_attributes(root, where)
-        self.store_attrs = attrs
+        attrs = self.store_attrs
         if attrs.cipher is not None and not self.allow_key_unsafe_transforms:
             unsafe = key_unsafe_transforms(self.pipeline.transforms, attrs.cipher.block_size, attrs.cipher.negative_positive)
             if unsafe:
                 raise UserError(
-                    f"{quoted(where)}: the data is encrypted, but {', '.join(unsafe)} in the pipeline does not "
+                    f"{quoted(self.where)}: the data is encrypted, but {', '.join(unsafe)} in the pipeline does not "
                     "commute with the block transform and would destroy what the encrypted patch embedding "
                     "can read; remove it, or set allow_key_unsafe_transforms=True in the dataset config"
                 )
-        if self.split not in attrs.splits:
-            raise UserError(f"{quoted(where)}: no {self.split} split (the store holds {', '.join(attrs.splits)})")
-        names = SplitAttributes.parse(dict(root[self.split].attrs), f"{where}/{self.split}/zarr.json").names
         common = dict(
             negative_positive=attrs.cipher is not None and attrs.cipher.negative_positive,
             bundle=self.bundle,
@@ -83,4 +98,10 @@ class ZarrSegDataset(BaseSegDataset):
             reduce_zero_label=self.reduce_zero_label,
             seg_fields=[],
         )
-        return [dict(common, sample_index=i, img_path=name) for i, name in enumerate(names)]
+        placement = attrs.placement(self.split, self.samples.sizes)
+        skipped = {skip.name for skip in attrs.skipped if skip.split == self.split}
+        return [  # a ragged split's sample names where its pixels lie: (first pixel, height, width)
+            dict(common, sample_index=i, img_path=name, **({} if start is None else {"sample_span": (start, *shape)}))
+            for i, (name, (start, shape)) in enumerate(zip(self.samples.names, placement))
+            if name not in skipped
+        ]

@@ -17,11 +17,20 @@ from mmengine.runner import BaseLoop
 from mmseg.registry import HOOKS
 
 from contract.errors import FormatError, UserError
-from contract.formats import CHANNEL_ORDER, CheckpointMetadata, CipherSpec, ModelProvenance, Normalization, describe_cipher
+from contract.formats import (
+    CHANNEL_ORDER,
+    CheckpointMetadata,
+    CipherSpec,
+    DatasetDescription,
+    ModelProvenance,
+    Normalization,
+    describe_cipher,
+)
 from contract.registry import FAMILIES, BackboneFamily, FirstLayer, family_of_mmseg, fit_problems, method_trained_on, why_no_fold
 from training.loaders import read_header
 from training.provenance import check_reads, model_reads
 from training.resolve import run_of
+from training.store import bundle_attributes
 
 
 def backbone_family(backbone: torch.nn.Module) -> BackboneFamily:
@@ -38,6 +47,30 @@ def backbone_family(backbone: torch.nn.Module) -> BackboneFamily:
 
 def _model(runner) -> torch.nn.Module:
     return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+
+def check_classes(model: torch.nn.Module, dataset: DatasetDescription, where: str) -> None:
+    """UserError unless the segmentor predicts as many classes as ``dataset`` has (mmseg would fail deep
+    in the loss or the metric, or quietly leave classes out)."""
+    predicted = getattr(model, "num_classes", None)
+    if predicted is not None and predicted != len(dataset.classes):
+        raise UserError(
+            f"the model predicts {predicted} classes, but {where} holds {dataset.name} with {len(dataset.classes)}: "
+            f"set num_classes={len(dataset.classes)} in the config's heads"
+        )
+
+
+def inference_problems(test_cfg: dict | None, cipher: CipherSpec | None) -> list[str]:
+    """Why slide inference would cut the blocks of encrypted images (its windows must start on blocks)."""
+    if cipher is None or not test_cfg or test_cfg.get("mode") != "slide":
+        return []
+    sides = [*test_cfg.get("crop_size", ()), *test_cfg.get("stride", ())]
+    if all(side % cipher.block_size == 0 for side in sides):
+        return []
+    return [
+        f"slide inference with windows {tuple(test_cfg['crop_size'])} and stride {tuple(test_cfg['stride'])} cuts the "
+        f"encrypted images' {cipher.block_size}x{cipher.block_size} blocks: make both multiples of {cipher.block_size}"
+    ]
 
 
 @HOOKS.register_module()
@@ -74,7 +107,19 @@ class CipherSegCheckHook(Hook):
         run = run_of(runner)
         check_reads(source, model_reads(source, checkpoint).cipher, run.verified.manifest.cipher, f"the bundle {run.verified.location}")
 
+    def before_test(self, runner) -> None:
+        """Refuse to test a model of another number of classes, or whose windows cut the blocks."""
+        self._check_data(runner)
+
+    def _check_data(self, runner) -> None:
+        run, model = run_of(runner), _model(runner)
+        check_classes(model, bundle_attributes(run.verified, run.storage_options).dataset, f"the bundle {run.verified.location}")
+        problems = inference_problems(getattr(model, "test_cfg", None), run.verified.manifest.cipher)
+        if problems:
+            raise UserError("refusing to run: " + "; ".join(problems))
+
     def before_train(self, runner) -> None:
+        self._check_data(runner)
         model = _model(runner)
         family = backbone_family(model.backbone)  # first: other backbones lack what the checks below read
         init_cfg = model.backbone.init_cfg or {}

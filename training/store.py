@@ -21,7 +21,7 @@ from fsspec.implementations.local import LocalFileSystem
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.storage import WrapperStore
 
-from contract.bundle import DATASET, MANIFEST, read_document
+from contract.bundle import DATASET, MANIFEST, Verified, read_document
 from contract.errors import UserError, quoted
 from contract.formats import Manifest, ObjectEntry, StoreAttributes
 
@@ -58,6 +58,12 @@ def store_attributes(group: zarr.Group, where: str) -> StoreAttributes:
     if not attributes.complete:
         raise UserError(f"{quoted(where)}: the dataset store is incomplete (its encryption did not finish)")
     return attributes
+
+
+def bundle_attributes(verified: Verified, storage_options: Mapping[str, Any] | None = None) -> StoreAttributes:
+    """The dataset store's attributes of a verified bundle, read through the manifest it was verified with."""
+    root = open_store(verified.location, verified.manifest_sha256, storage_options)
+    return store_attributes(root, f"{verified.location}/{DATASET}")
 
 
 class VerifyingStore(WrapperStore):

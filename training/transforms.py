@@ -56,12 +56,22 @@ class _ZarrReader(BaseTransform):
         return self._splits[which]
 
 
+    def _sample(self, results: dict, array: str, channels: int) -> np.ndarray:
+        """One sample of the split's ``array``: (H, W, channels) of an (N, H, W[, channels]) array, or its
+        pixels in a ragged split's flat array (the data info's ``sample_span``: first pixel, height, width)."""
+        data = self._split(results)[array]
+        if "sample_span" not in results:
+            return data[results["sample_index"]]
+        first, height, width = results["sample_span"]
+        return data[channels * first : channels * (first + height * width)].reshape(height, width, channels)
+
+
 @TRANSFORMS.register_module()
 class LoadZarrImage(_ZarrReader):
-    """Read sample ``sample_index`` of the split's ``images`` array (H, W, 3 uint8, the store's channel order)."""
+    """Read sample ``sample_index`` of the split's ``images`` (H, W, 3 uint8, the store's channel order)."""
 
     def transform(self, results: dict) -> dict:
-        image = self._split(results)["images"][results["sample_index"]]
+        image = self._sample(results, "images", 3)
         results["img"] = image
         results["img_shape"] = results["ori_shape"] = image.shape[:2]
         return results
@@ -69,10 +79,10 @@ class LoadZarrImage(_ZarrReader):
 
 @TRANSFORMS.register_module()
 class LoadZarrAnnotations(_ZarrReader):
-    """Read sample ``sample_index`` of the split's ``labels`` array as ``gt_seg_map`` (trainIds, 255 ignored)."""
+    """Read sample ``sample_index`` of the split's ``labels`` as ``gt_seg_map`` (class indices, 255 ignored)."""
 
     def transform(self, results: dict) -> dict:
-        label = self._split(results)["labels"][results["sample_index"]]
+        label = self._sample(results, "labels", 1)
         results["gt_seg_map"] = label.reshape(label.shape[:2])  # (H, W) or (H, W, 1) in the store
         results["seg_fields"].append("gt_seg_map")
         return results

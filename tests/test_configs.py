@@ -92,3 +92,41 @@ def test_every_config_resolves_to_its_frozen_settings():
     found = digests(configs)
     assert found.keys() == frozen.keys()
     assert [name for name in frozen if found[name] != frozen[name]] == []
+
+
+ROOT = Path(__file__).parents[1] / "training" / "configs"
+
+
+def heads(model) -> list:
+    auxiliary = model.get("auxiliary_head") or []
+    return [model.decode_head, *(auxiliary if isinstance(auxiliary, list) else [auxiliary])]
+
+
+def test_the_ade20k_configs_are_mmsegs_ade20k_settings_on_the_bundle():
+    """Every tiny config has its ADE20K twin of the same name; the full ones are mmseg's ADE20K configs of SETR
+    (ViT-L/16) and of each segmentor beyond SETR, four methods each. All predict ADE20K's 150 classes, crop
+    as mmseg does (640x640 for BEiT), slide on block-aligned windows, and keep every pipeline key-safe."""
+    tiny = {p.name for p in (ROOT / "tiny").glob("*.py") if "paper-augmentation" not in p.name}
+    assert {p.name for p in (ROOT / "tiny" / "ade20k").glob("*.py")} == tiny
+    full = sorted((ROOT / "ade20k").glob("*.py"))
+    models = {p.stem.rsplit("_", 1)[0] for p in full}
+    assert models == {f"setr_vit-l16_{d}_8xb2-160k_ade20k-512x512" for d in ("naive", "pup", "mla")} | {
+        "segmenter_vit-b16_mask_8xb1-160k_ade20k-512x512", "upernet_vit-b16_mln_8xb2-160k_ade20k-512x512",
+        "dpt_vit-b16_project_8xb2-160k_ade20k-512x512", "beit-b16_upernet_8xb2-160k_ade20k-640x640"}  # fmt: skip
+    init_default_scope("mmseg")
+    for path in [*full, *sorted((ROOT / "tiny" / "ade20k").glob("*.py"))]:
+        cfg = load_config(path, "bundle")
+        crop = (64, 64) if "tiny" in path.parts else (640, 640) if "640x640" in path.name else (512, 512)
+        assert all(head.num_classes == 150 for head in heads(cfg.model)), path.name
+        assert cfg.crop_size == crop and cfg.model.data_preprocessor.size == crop, path.name
+        test_cfg = cfg.model.test_cfg
+        assert test_cfg.mode == "whole" or all(side % 16 == 0 for side in (*test_cfg.crop_size, *test_cfg.stride)), path.name
+        if "tiny" not in path.parts:
+            assert cfg.model.backbone.img_size == crop and cfg.train_cfg.max_iters == 160000, path.name
+            assert cfg.train_dataloader.batch_size == (1 if path.name.startswith("segmenter") else 2), path.name
+        method = path.stem.rsplit("_", 1)[1]
+        hook, = (h for h in cfg.custom_hooks if h.type == "CipherSegCheckHook")
+        trained_as = METHODS[method] if METHODS[method].trained_in_cloud else METHODS["baseline"]
+        assert (hook.data, hook.checkpoint) == (trained_as.data, trained_as.checkpoint), path.name
+        pipeline = [TRANSFORMS.build(t) for t in cfg.train_dataloader.dataset.pipeline]
+        assert key_unsafe_transforms(pipeline, 16, False) == key_unsafe_transforms(pipeline, 16, True) == [], path.name

@@ -339,3 +339,22 @@ def test_a_label_value_that_is_no_class_is_named(tmp_path, dask_scheduler):
     dataset = resolve_dataset({"name": "t", "classes": ["a", "b"], "img_suffix": ".png"})
     with pytest.raises(PipelineError, match=re.escape(f"{raw}/ann_dir/train/a.png: label value 7 is none of the 2 classes'")):
         encrypt_dataset(str(raw), str(tmp_path / "s.zarr"), None, workers=1, dataset=dataset, scheduler=dask_scheduler)
+
+
+def test_the_cloud_refuses_a_model_of_other_classes_and_windows_that_cut_blocks():
+    """What mmseg would find late (a loss or metric failing deep inside) or never (misaligned windows turn
+    encrypted blocks into noise): refused before the first step."""
+    from types import SimpleNamespace
+
+    from contract.errors import UserError
+    from training.hooks import check_classes, inference_problems
+
+    ade20k = resolve_dataset("ade20k").description
+    check_classes(SimpleNamespace(num_classes=150), ade20k, "the bundle b")
+    with pytest.raises(UserError, match="the model predicts 19 classes, but the bundle b holds ade20k with 150: set num_classes=150"):
+        check_classes(SimpleNamespace(num_classes=19), ade20k, "the bundle b")
+    cipher = generate().spec()
+    slide = dict(mode="slide", crop_size=(512, 512), stride=(341, 341))
+    assert "cuts the encrypted images' 16x16 blocks" in inference_problems(slide, cipher)[0]
+    assert inference_problems(slide, None) == inference_problems(dict(slide, stride=(336, 336)), cipher) == []
+    assert inference_problems(dict(mode="whole"), cipher) == []

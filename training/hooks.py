@@ -119,9 +119,9 @@ class CipherSegCheckHook(Hook):
             raise UserError("refusing to run: " + "; ".join(problems))
 
     def before_train(self, runner) -> None:
-        self._check_data(runner)
         model = _model(runner)
         family = backbone_family(model.backbone)  # first: other backbones lack what the checks below read
+        self._check_data(runner)
         init_cfg = model.backbone.init_cfg or {}
         problems = self.problems(
             run_of(runner).verified.manifest.cipher,

@@ -31,35 +31,35 @@ from numpy import random
 
 from training.store import open_store
 
-_OPEN_SPLITS = 4  # a loading transform reads one split; a few are kept open per process
+_OPEN_ARRAYS = 4  # a loading transform reads one array of a split; a few are kept open per process
 
 
 class _ZarrReader(BaseTransform):
-    """Reads the split a sample's data info names from the verified bundle (training.store), opening it once
-    per process (a dataloader worker forked from the main process must not share its connections: s3fs
-    sessions are not fork-safe)."""
+    """Reads an array of the split a sample's data info names from the verified bundle (training.store),
+    opening it once per process (opening one costs about 0.6 ms, as much as reading a 500x700 image; and a
+    dataloader worker forked from the main process must not share its connections: s3fs sessions are not
+    fork-safe)."""
 
     def __init__(self) -> None:
-        self._splits: dict[tuple, zarr.Group] = {}
+        self._arrays: dict[tuple, zarr.Array] = {}
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_splits": {}}  # a worker process opens its own
+        return {**self.__dict__, "_arrays": {}}  # a worker process opens its own
 
-    def _split(self, results: dict) -> zarr.Group:
+    def _array(self, results: dict, name: str) -> zarr.Array:
         options = results["storage_options"]
         bundle, digest = results["bundle"], results["manifest_sha256"]
-        which = (bundle, digest, json.dumps(options, sort_keys=True), results["zarr_split"], os.getpid())
-        if which not in self._splits:
-            if len(self._splits) >= _OPEN_SPLITS:
-                self._splits.clear()
-            self._splits[which] = open_store(bundle, digest, options)[results["zarr_split"]]
-        return self._splits[which]
+        which = (bundle, digest, json.dumps(options, sort_keys=True), results["zarr_split"], name, os.getpid())
+        if which not in self._arrays:
+            if len(self._arrays) >= _OPEN_ARRAYS:
+                self._arrays.clear()
+            self._arrays[which] = open_store(bundle, digest, options)[results["zarr_split"]][name]
+        return self._arrays[which]
 
-
-    def _sample(self, results: dict, array: str, channels: int) -> np.ndarray:
-        """One sample of the split's ``array``: (H, W, channels) of an (N, H, W[, channels]) array, or its
+    def _sample(self, results: dict, name: str, channels: int) -> np.ndarray:
+        """One sample of the split's array ``name``: (H, W, channels) of an (N, H, W[, channels]) array, or its
         pixels in a ragged split's flat array (the data info's ``sample_span``: first pixel, height, width)."""
-        data = self._split(results)[array]
+        data = self._array(results, name)
         if "sample_span" not in results:
             return data[results["sample_index"]]
         first, height, width = results["sample_span"]

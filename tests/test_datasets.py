@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import zarr
 from fsspec.implementations.local import LocalFileSystem
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mmcv.image.geometric import rescale_size
 from mmengine.registry import init_default_scope
 from mmseg.datasets import ADE20KDataset, CityscapesDataset, PascalVOCDataset
@@ -28,6 +30,7 @@ from pipeline.bundle import publish
 from pipeline.datasets import cityscapes, mmseg_palette, resolve_dataset
 from pipeline.encrypt import encrypt_dataset
 from pipeline.errors import OnError, PipelineError
+from pipeline.headers import PNG_SIGNATURE as PNG
 from pipeline.headers import header_of, read_headers
 from pipeline.inputs import plan_dataset, resized
 from pipeline.keys import generate
@@ -358,3 +361,39 @@ def test_the_cloud_refuses_a_model_of_other_classes_and_windows_that_cut_blocks(
     assert "cuts the encrypted images' 16x16 blocks" in inference_problems(slide, cipher)[0]
     assert inference_problems(slide, None) == inference_problems(dict(slide, stride=(336, 336)), cipher) == []
     assert inference_problems(dict(mode="whole"), cipher) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=400) | st.binary(max_size=300).map(lambda b: b"\xff\xd8" + b) | st.binary(max_size=300).map(lambda b: PNG + b))
+def test_a_hostile_header_is_a_reason_never_a_crash(data):
+    """Whatever a file holds, its header is read within bounds: a Header or a reason."""
+    found = header_of(data)
+    assert isinstance(found, str) or found.height * found.width < 1 << 32
+
+
+@pytest.mark.slow
+def test_a_ragged_store_resumes_repairs_and_skips_like_a_fixed_one(tmp_path, dask_scheduler, plain_checkpoint):
+    """A damaged shard of a ragged split is written again, alone; a sample skipped while planning takes no
+    space and the cloud's dataset leaves it out; a run with another resizing is refused."""
+    raw, dataset = raw_tree("ade20k", tmp_path)
+    broken = raw / "annotations" / "training" / "ADE_train_00000004.png"
+    broken.write_bytes(b"not a png")
+    store = tmp_path / "store.zarr"
+    run = dict(workers=1, dataset=dataset, scheduler=dask_scheduler, shard_size=2)
+    summary = encrypt_dataset(str(raw), str(store), None, on_error=OnError.SKIP, **run)
+    assert [skip.name for skip in summary.skipped] == ["ADE_train_00000004"]
+    attributes = StoreAttributes.parse(dict(zarr.open_group(str(store), mode="r").attrs), "store")
+    sizes = zarr.open_group(str(store), mode="r")["train"].attrs["sizes"]
+    assert sizes[3] == [0, 0] and attributes.splits["train"].ragged
+    shard = store / attributes.shard_object("train", "images", 1)
+    before = shard.read_bytes()
+    shard.write_bytes(before[:-5] + b"\0" * 5)  # its index damaged
+    again = encrypt_dataset(str(raw), str(store), None, on_error=OnError.SKIP, **run)
+    assert (again.shards_written, again.shards_reused) == (1, 3) and shard.read_bytes() == before
+    with pytest.raises(PipelineError, match="written with another resize than this run's"):
+        encrypt_dataset(str(raw), str(store), None, on_error=OnError.SKIP, resize=(64, 32), **run)
+    publish(str(store), str(plain_checkpoint), str(tmp_path / "bundle"), generate())
+    init_default_scope("mmseg")
+    cloud = DATASETS.build(dict(type="ZarrSegDataset", bundle=str(tmp_path / "bundle"), split="train",
+                                manifest_sha256=verify_bundle(str(tmp_path / "bundle")).manifest_sha256, pipeline=[]))  # fmt: skip
+    assert [cloud.get_data_info(i)["img_path"] for i in range(len(cloud))] == [f"ADE_train_{i:08d}" for i in (1, 2, 3, 5)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -88,6 +89,39 @@ def removed_on_refusal(work_dir: str | Path) -> Iterator[None]:
         if not existed and not any(Path(work_dir).rglob("*.pth")):
             shutil.rmtree(work_dir, ignore_errors=True)
         raise
+
+
+def build_runner(cfg: Config, device: str):
+    """mmengine's Runner for ``cfg``, introduced by a short summary: mmengine's dump of the environment and
+    the whole config (some 200 lines) goes to the run's log file only, not to the console."""
+    from mmengine.runner import Runner
+    from mmengine.utils.dl_utils import collect_env
+
+    level = cfg.get("log_level", "INFO")
+    cfg.log_level = "WARNING"  # the dump is logged while the runner is made: keep it from the console
+    runner = Runner.from_cfg(cfg)
+    logger = runner.logger
+    console = [h for h in logger.handlers if not isinstance(h, logging.FileHandler)]
+    logger.setLevel(level)
+    for handler in logger.handlers:
+        handler.setLevel(logging.WARNING if handler in console else level)
+    environment = "\n    ".join(f"{name}: {value}" for name, value in collect_env().items())
+    logger.info(f"System environment:\n    {environment}\nConfig:\n{runner.cfg.pretty_text}")
+    for handler in console:
+        handler.setLevel(level)
+        handler.addFilter(_per_parameter)
+    signer = cfg.get("signer") or "none (integrity only)"
+    log_file = next((h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)), "none")
+    print(
+        f"config    {cfg.filename}\nbundle    {cfg.bundle}\nsigner    {signer}\ndevice    {device}\n"
+        f"work dir  {runner.work_dir}\nfull log  {log_file} (environment and config)"
+    )
+    return runner
+
+
+def _per_parameter(record: logging.LogRecord) -> bool:
+    """mmengine's optimizer constructor logs three lines per parameter with its own settings: the log file's."""
+    return not record.getMessage().startswith("paramwise_options -- ")
 
 
 def select_device(choice: str) -> str:

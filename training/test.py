@@ -19,18 +19,17 @@ from contract.outputs import OutputKind, check_output, write_file
 from training.config import add_common_arguments, removed_on_refusal
 
 
-def evaluate(cfg, checkpoint: str) -> dict[str, Any]:
+def evaluate(cfg, checkpoint: str, device: str = "cpu") -> dict[str, Any]:
     """Metrics of ``checkpoint`` on the config's test split: aAcc, mIoU, mAcc and ``per_class``, and which
     publications of the bundle the model was trained on (``trained_on``, from its provenance) and tested on."""
-    from mmengine.runner import Runner
-
+    from training.config import build_runner
     from training.provenance import model_reads
     from training.resolve import run_of
 
     trained_on = model_reads(checkpoint).bundle
     cfg.load_from = checkpoint
     cfg.test_evaluator = dict(cfg.test_evaluator, type="PerClassIoUMetric")
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, device)
     summary = runner.test()
     metric = runner.test_loop.evaluator.metrics[0]
     return {
@@ -58,14 +57,14 @@ def run_test(args: argparse.Namespace) -> None:
     register()
     from training.config import config_from_arguments, select_device
 
-    select_device(args.device)
+    device = select_device(args.device)
     if not Path(args.checkpoint).is_file() and "://" not in args.checkpoint:
         raise UserError(f"{quoted(args.checkpoint)}: no such checkpoint file")
     cfg = config_from_arguments(args, work_dir=args.work_dir)
     out = Path(args.out or Path(cfg.work_dir) / "metrics.json")
     check_output(out, OutputKind.JSON)
     with removed_on_refusal(cfg.work_dir):
-        metrics = evaluate(cfg, args.checkpoint)
+        metrics = evaluate(cfg, args.checkpoint, device)
     write_file(out, (json.dumps(metrics, indent=2) + "\n").encode(), OutputKind.JSON)
     print(f"aAcc {metrics['aAcc']:.2f}  mIoU {metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}  (per class: {out})")
     trained, tested = metrics["trained_on"], metrics["tested_on"]

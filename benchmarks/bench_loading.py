@@ -28,11 +28,9 @@ from mmseg.registry import DATASETS, TRANSFORMS
 
 from benchmarks.bench_train_step import ARCH, step_times
 from pipeline import keys
-from pipeline.bundle import publish
-from pipeline.encrypt import encrypt_dataset
+from pipeline.job import build_bundle
 from pipeline.query import encrypt_queries
 from pipeline.sample import write_random_vit, write_sample
-from pipeline.weights import encrypt_checkpoint
 
 COUNT = 16
 SIZE = (1024, 2048)
@@ -43,10 +41,8 @@ TINY = {"count": 64, "size": (256, 512), "batch": 2}
 
 def published(root: Path, raw: Path, key, size: tuple[int, int]) -> tuple[Path, str]:
     """``raw`` encrypted with ``key`` and published at ``root/bundle``; the bundle and its manifest's sha256."""
-    encrypt_dataset(str(raw), str(root / "dataset.zarr"), key, workers=2)
     weights = write_random_vit(root / "vit.safetensors", ARCH)
-    encrypt_checkpoint(weights, ARCH, key, root / "backbone.safetensors")
-    publish(str(root / "dataset.zarr"), str(root / "backbone.safetensors"), str(root / "bundle"), key)
+    build_bundle(raw, weights, ARCH, key, store=root / "dataset.zarr", checkpoint=root / "backbone.safetensors", bundle=root / "bundle", workers=2)
     return root / "bundle", hashlib.sha256((root / "bundle" / "manifest.json").read_bytes()).hexdigest()
 
 

@@ -16,9 +16,11 @@ from mmengine.config import Config, DictAction
 from contract.errors import UserError, quoted
 
 
-def add_common_arguments(parser) -> None:
+def add_common_arguments(parser, *, bundle_required: bool = True) -> None:
     """The arguments every command takes: the bundle, the owner's signer, storage, device, config overrides."""
-    parser.add_argument("--bundle", required=True, help="bundle location: a directory or an fsspec URL such as s3://bucket/bundle")
+    parser.add_argument(
+        "--bundle", required=bundle_required, help="bundle location: a directory or an fsspec URL such as s3://bucket/bundle"
+    )
     parser.add_argument(
         "--signer",
         help="the owner's public signer file: refuse any bundle the owner did not sign (without it, integrity only)",

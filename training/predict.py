@@ -5,10 +5,12 @@
 Inputs are PNG files, folders of them, or glob patterns. A model trained on encrypted data segments
 encrypted queries: the user's ``--stage encrypt-query`` names the key in each file, and a query of
 another key, or a plain image, is refused rather than segmented into noise; a plain model takes
-plain images. Their sides must be multiples of the patch size. Per input, at the input's size:
-``<name>_trainIds.png`` (Cityscapes trainIds, 255 where nothing is predicted), ``<name>_labelIds.png``
-(Cityscapes labelIds, what cityscapesscripts' evaluation reads) and ``<name>_color.png`` (the
-Cityscapes palette); ``--legend`` adds ``legend.png``, the palette's colours and class names.
+plain images (and needs no bundle: the owner's model, back from decrypt-weights, on the owner's own
+images). Their sides must be multiples of the patch size. Per input, at the input's size, one folder
+per kind: ``trainIds/<name>_trainIds.png`` (Cityscapes trainIds, 255 where nothing is predicted),
+``labelIds/<name>_labelIds.png`` (Cityscapes labelIds: cityscapesscripts' evaluation reads the folder
+as it is) and ``color/<name>_color.png`` (the Cityscapes palette); ``--legend`` adds ``legend.png``,
+the palette's colours and class names.
 """
 
 from __future__ import annotations
@@ -90,10 +92,13 @@ def predict(
     device: str = "cpu",
     legend: bool = False,
 ) -> list[Path]:
-    """Segment every input with the model at ``checkpoint``; write the label maps to ``out``, return their paths.
+    """Segment every input with the model at ``checkpoint``; write the label maps to ``out``, one folder per
+    kind (``trainIds/``, ``labelIds/``, ``color/``: each a folder cityscapesscripts' evaluation reads as
+    it is), and return their paths.
 
-    Refuses a model that does not read the data of the bundle (whose cipher is ``bundle``), and any
-    query that is not of the model's cipher, before anything is written.
+    Refuses a model that does not read the data of the bundle (whose cipher is ``bundle``; None for a
+    plain model used without a bundle), and any query that is not of the model's cipher, before anything
+    is written.
     """
     import cv2
     from mmengine.runner import load_checkpoint
@@ -103,7 +108,7 @@ def predict(
     from training.provenance import check_reads, model_reads
 
     reads = model_reads(checkpoint).cipher
-    check_reads(checkpoint, reads, bundle, f"the bundle {cfg.bundle}")
+    check_reads(checkpoint, reads, bundle, f"the bundle {cfg.bundle}" if cfg.get("bundle") else "a run without a bundle")
     patch = cfg.model.backbone.patch_size
     queries = []
     for path in inputs:
@@ -129,7 +134,7 @@ def predict(
                 ("labelIds", label_ids[train_ids]),
                 ("color", cv2.cvtColor(colours[train_ids], cv2.COLOR_RGB2BGR)),
             ):
-                target = out / f"{path.stem}_{suffix}.png"
+                target = out / suffix / f"{path.stem}_{suffix}.png"
                 written.append(write_file(target, cv2.imencode(".png", result)[1].tobytes(), OutputKind.PNG))
             progress.update()
     if legend:
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inputs", nargs="+", required=True, help="query images: PNG files, folders, glob patterns")
     parser.add_argument("--out", required=True, help="directory for the label maps")
     parser.add_argument("--legend", action="store_true", help="also write legend.png (class colours and names)")
-    add_common_arguments(parser)
+    add_common_arguments(parser, bundle_required=False)
     args = parser.parse_args(argv)
     return run_reporting(lambda: run_predict(args))
 
@@ -187,7 +192,8 @@ def run_predict(args: argparse.Namespace) -> None:
     device = select_device(args.device)
     inputs = expand_inputs(args.inputs)
     cfg = config_from_arguments(args)
-    bundle = resolve_config(cfg).verified.manifest.cipher
+    # Without a bundle only a plain model runs (the owner's, back from decrypt-weights, on plain images).
+    bundle = resolve_config(cfg).verified.manifest.cipher if args.bundle else None
     predict(cfg, args.checkpoint, inputs, args.out, bundle=bundle, device=device, legend=args.legend)
     print(f"{len(inputs)} label maps written to {args.out}")
 

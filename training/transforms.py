@@ -69,10 +69,14 @@ class LoadZarrImage(_ZarrReader):
 
 @TRANSFORMS.register_module()
 class LoadZarrAnnotations(_ZarrReader):
-    """Read sample ``sample_index`` of the split's ``labels`` array as ``gt_seg_map`` (trainIds, 255 ignored)."""
+    """Read sample ``sample_index`` of the split's ``labels`` array as ``gt_seg_map`` (trainIds, 255 ignored);
+    nothing for a split without labels (Cityscapes' test split: predictions only)."""
 
     def transform(self, results: dict) -> dict:
-        label = self._split(results)["labels"][results["sample_index"]]
+        split = self._split(results)
+        if "labels" not in split:
+            return results
+        label = split["labels"][results["sample_index"]]
         results["gt_seg_map"] = label.reshape(label.shape[:2])  # (H, W) or (H, W, 1) in the store
         results["seg_fields"].append("gt_seg_map")
         return results

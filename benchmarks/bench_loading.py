@@ -5,7 +5,7 @@ object against the verified manifest costs.
    pipeline (LoadZarrImage + LoadZarrAnnotations + BlockAlignedRandomCrop) on the bundle, every object
    checked when first read. Baseline: mmseg's LoadImageFromFile + LoadAnnotations + RandomCrop on the
    PNG files the user-side tools write (lossless RGB PNG). Target: Zarr >= 3x the samples/s of the PNGs.
-2. The check (training.store.VerifyingStore): a first epoch over the tiny configs' data (256x512 images,
+2. The check (training.verified_store.VerifyingStore): a first epoch over the tiny configs' data (256x512 images,
    8 per shard) in a fresh process' view, where every shard is read whole and hashed once, against the
    same samples read from the store with zarr alone; the difference per training step (batch 2) against
    the tiny SETR-Naive training step measured in the same run. Target: at most 5% of the step.

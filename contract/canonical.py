@@ -31,7 +31,6 @@ from contract.formats import (
     StoreGroup,
     describe_error,
     shard_object,
-    shard_record,
 )
 from contract.registry import FAMILIES
 

@@ -19,7 +19,7 @@ from pipeline.bundle import PublishSummary, publish
 from pipeline.encrypt import EncryptSummary, encrypt_dataset
 from pipeline.errors import OnError
 from pipeline.keys import Key
-from pipeline.store import DEFAULT_SHARD_SIZE
+from pipeline.zarr_store import DEFAULT_SHARD_SIZE
 from pipeline.weights import encrypt_checkpoint
 
 

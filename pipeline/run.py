@@ -96,11 +96,11 @@ def _log_encrypted(summary) -> None:
 
 def stage_decrypt(o: Options) -> None:
     """Decrypt samples of the dataset store back to PNGs under --out (--names: some of them)."""
-    from pipeline import export, keys
+    from pipeline import decrypt, keys
 
     if not o.out:
         raise PipelineError("--stage decrypt needs --out (a folder for the decrypted PNGs)")
-    paths = export.decrypt_samples(o.store, keys.load(o.key_path), o.out, names=o.names, storage_options=o.storage_options)
+    paths = decrypt.decrypt_samples(o.store, keys.load(o.key_path), o.out, names=o.names, storage_options=o.storage_options)
     log.info("wrote %s under %s", count(len(paths), "decrypted image"), o.out)
 
 

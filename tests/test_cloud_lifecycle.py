@@ -21,7 +21,6 @@ from mmengine.runner import load_checkpoint
 from mmseg.apis import init_model
 from safetensors import safe_open
 
-from contract.errors import UserError
 from contract.formats import BundleReference, ModelProvenance
 from contract.signing import save_signer
 from pipeline import run as owner_cli

@@ -37,7 +37,7 @@ from pipeline.encrypt import encrypt_dataset
 from pipeline.errors import PipelineError
 from pipeline.run import main as run_main
 from pipeline.sample import write_random_vit, write_sample
-from pipeline.storage import PARTIAL
+from pipeline.atomic import PARTIAL
 from pipeline.weights import encrypt_checkpoint
 
 pytest_plugins = ["s3"]

@@ -9,7 +9,6 @@ per test session. The training package itself never sees the key.
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

@@ -3,7 +3,7 @@
 Store layout: see :class:`contract.formats.StoreAttributes` (per split, ``images`` uint8 (N, H, W, 3)
 and, except for unlabelled splits, ``labels`` uint8 (N, H, W) in Cityscapes trainIds, 255 ignored;
 the split group's ``names`` attribute names every sample). The dataset reads the bundle it is given
-through the manifest the run verified (training.store): nothing else.
+through the manifest the run verified (training.verified_store): nothing else.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from mmseg.registry import DATASETS
 
 from contract.errors import UserError, quoted
 from contract.formats import SplitAttributes
-from training.store import open_store, store_attributes
+from training.verified_store import open_store, store_attributes
 from training.transforms import key_unsafe_transforms
 
 

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.runner import BaseLoop
 from mmseg.registry import HOOKS
 
 from contract.errors import FormatError, UserError

@@ -29,13 +29,13 @@ from mmseg.datasets.transforms import PackSegInputs, PhotoMetricDistortion, Rand
 from mmseg.registry import TRANSFORMS
 from numpy import random
 
-from training.store import open_store
+from training.verified_store import open_store
 
 _OPEN_SPLITS = 4  # a loading transform reads one split; a few are kept open per process
 
 
 class _ZarrReader(BaseTransform):
-    """Reads the split a sample's data info names from the verified bundle (training.store), opening it once
+    """Reads the split a sample's data info names from the verified bundle (training.verified_store), opening it once
     per process (a dataloader worker forked from the main process must not share its connections: s3fs
     sessions are not fork-safe)."""
 

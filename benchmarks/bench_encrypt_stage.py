@@ -27,7 +27,7 @@ from pipeline import keys
 from pipeline.cluster import local_cluster
 from pipeline.encrypt import encrypt_dataset
 from pipeline.datasets import cityscapes
-from pipeline.store import CODEC, DEFAULT_SHARD_SIZE
+from pipeline.zarr_store import CODEC, DEFAULT_SHARD_SIZE
 from pipeline.sample import write_sample
 
 TRAIN_IDS = np.array(cityscapes().description.lookup(), np.uint8)  # labelId -> trainId

@@ -5,7 +5,7 @@ object against the verified manifest costs.
    pipeline (LoadZarrImage + LoadZarrAnnotations + BlockAlignedRandomCrop) on the bundle, every object
    checked when first read. Baseline: mmseg's LoadImageFromFile + LoadAnnotations + RandomCrop on the
    PNG files the user-side tools write (lossless RGB PNG). Target: Zarr >= 3x the samples/s of the PNGs.
-2. The check (training.store.VerifyingStore): a first epoch over the tiny configs' data (256x512 images,
+2. The check (training.verified_store.VerifyingStore): a first epoch over the tiny configs' data (256x512 images,
    8 per shard) in a fresh process' view, where every shard is read whole and hashed once, against the
    same samples read from the store with zarr alone; the difference per training step (batch 2) against
    the tiny SETR-Naive training step measured in the same run. Target: at most 5% of the step.
@@ -28,11 +28,9 @@ from mmseg.registry import DATASETS, TRANSFORMS
 
 from benchmarks.bench_train_step import ARCH, step_times
 from pipeline import keys
-from pipeline.bundle import publish
-from pipeline.encrypt import encrypt_dataset
+from pipeline.job import build_bundle
 from pipeline.query import encrypt_queries
 from pipeline.sample import write_random_vit, write_sample
-from pipeline.weights import encrypt_checkpoint
 
 COUNT = 16
 SIZE = (1024, 2048)
@@ -43,10 +41,8 @@ TINY = {"count": 64, "size": (256, 512), "batch": 2}
 
 def published(root: Path, raw: Path, key, size: tuple[int, int]) -> tuple[Path, str]:
     """``raw`` encrypted with ``key`` and published at ``root/bundle``; the bundle and its manifest's sha256."""
-    encrypt_dataset(str(raw), str(root / "dataset.zarr"), key, workers=2)
     weights = write_random_vit(root / "vit.safetensors", ARCH)
-    encrypt_checkpoint(weights, ARCH, key, root / "backbone.safetensors")
-    publish(str(root / "dataset.zarr"), str(root / "backbone.safetensors"), str(root / "bundle"), key)
+    build_bundle(raw, weights, ARCH, key, store=root / "dataset.zarr", checkpoint=root / "backbone.safetensors", bundle=root / "bundle", workers=2)
     return root / "bundle", hashlib.sha256((root / "bundle" / "manifest.json").read_bytes()).hexdigest()
 
 

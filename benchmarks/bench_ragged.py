@@ -42,7 +42,7 @@ from pipeline.cluster import local_cluster
 from pipeline.datasets import resolve_dataset
 from pipeline.encrypt import encrypt_dataset
 from pipeline.sample import write_dataset, write_random_vit
-from pipeline.store import CODEC
+from pipeline.zarr_store import CODEC
 from pipeline.weights import encrypt_checkpoint
 
 COUNTS = {"train": 128, "val": 16}

@@ -32,11 +32,10 @@ def owner_bundles(work: Path, arch: str, size: str, counts: str) -> tuple[dict[s
     harness.owner("--stage", "keygen", "--key", key)
     bundles = {}
     for method in METHODS:
-        cipher = key if method == "proposed" else None
-        store, checkpoint = root / f"{method}.zarr", root / f"{method}.safetensors"
-        harness.encrypt(raw, store, cipher)
-        harness.encrypt_weights(weights, arch, checkpoint, cipher)
-        bundles[method] = harness.publish(key, store, checkpoint, work / "bundles" / method)
+        bundles[method] = harness.build_bundle(
+            raw, weights, arch, key, store=root / f"{method}.zarr", checkpoint=root / f"{method}.safetensors",
+            bundle=work / "bundles" / method, plain=method != "proposed",
+        )  # fmt: skip
     return bundles, key.parent / "signer.json"
 
 

@@ -87,8 +87,15 @@ RelativePath = _text(
 # Bytes kept as standard base64 text (ASCII only, padded): 32 and 64 bytes.
 Base64Of32 = _text(r"^[A-Za-z0-9+/]{43}=$", "32 bytes in base64")
 Base64Of64 = _text(r"^[A-Za-z0-9+/]{86}==$", "64 bytes in base64")
+BlockSizeText = _text(r"^[1-9][0-9]{0,2}$", "a block size")  # a checkpoint's block size, as metadata text
+ArchName = _text(r"^[A-Za-z0-9_.\-]+$", "a timm architecture name", max_length=100)
+Location = _text(_PRINTABLE, "one line of printable text", max_length=2048)  # a path or URL
+Timestamp = _text(r"^[0-9T:+\-.Z]+$", "an ISO 8601 time", max_length=40)
+Version = _text(r"^[A-Za-z0-9.+\-]+$", "a version", max_length=40)
+Secret = _text(r"^[0-9a-f]{64}$", "64 lower-case hex digits")
 # A split of the store: lower-case letters, digits and '_' (train, val, test, train_extra, ...).
 Split = _text(r"^[a-z][a-z0-9_]{0,31}$", "a split name (lower-case letters, digits and '_', 32 at most)")
+DatasetName = _text(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$", "a dataset name (letters, digits, '_', '.', '-')")
 Count = Annotated[int, Field(ge=1, le=MAX_SAMPLES)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -241,7 +248,7 @@ class DatasetDescription(Format):
     (raw value -> class index, pairs; a value it does not name stays as it is).
     """
 
-    name: _text(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$", "a dataset name (letters, digits, '_', '.', '-')")
+    name: DatasetName
     classes: Annotated[tuple[ClassName, ...], Field(strict=False, min_length=1, max_length=MAX_CLASSES)]
     palette: Annotated[tuple[Colour, ...], Field(strict=False, min_length=1, max_length=MAX_CLASSES)]
     ignore_index: Literal[255] = IGNORE_INDEX
@@ -593,7 +600,7 @@ class CheckpointMetadata(Document):
     format_version: Literal["1"] = "1"
     encrypted: _JSON_BOOL
     key_id: Hex32 | None = None
-    block_size: _text(r"^[1-9][0-9]{0,2}$", "a block size") | None = None
+    block_size: BlockSizeText | None = None
     negative_positive: _JSON_BOOL | None = None
     norm_mean: Annotated[str, StringConstraints(max_length=200)]
     norm_std: Annotated[str, StringConstraints(max_length=200)]
@@ -601,7 +608,7 @@ class CheckpointMetadata(Document):
     source_norm_std: Annotated[str, StringConstraints(max_length=200)]
     channel_order: Literal["RGB"]
     layout: Layout = "mmseg.VisionTransformer"
-    source_arch: _text(r"^[A-Za-z0-9_.\-]+$", "a timm architecture name", max_length=100) | None = None
+    source_arch: ArchName | None = None
     source_sha256: Sha256 | None = None
 
     @model_validator(mode="after")
@@ -686,7 +693,7 @@ class BundleReference(Format):
     """Which publication of a bundle a model was trained on: its manifest's sha256 and sequence number,
     and the owner that signed it (None: its integrity alone was checked)."""
 
-    location: _text(_PRINTABLE, "one line of printable text", max_length=2048)
+    location: Location
     manifest_sha256: Sha256
     sequence: Annotated[int, Field(ge=1)]
     signer: Hex32 | None
@@ -728,8 +735,8 @@ class Manifest(Document):
 
     format: Literal["cipherseg-bundle"] = "cipherseg-bundle"
     format_version: Literal[3] = 3
-    created: _text(r"^[0-9T:+\-.Z]+$", "an ISO 8601 time", max_length=40)
-    tool_version: _text(r"^[A-Za-z0-9.+\-]+$", "a version", max_length=40)
+    created: Timestamp
+    tool_version: Version
     signer: Hex32
     sequence: Annotated[int, Field(ge=1, le=1 << 62)]
     cipher: CipherSpec | None
@@ -758,7 +765,7 @@ class KeyFile(Document):
 
     format: Literal["cipherseg-key"] = "cipherseg-key"
     version: Literal[1] = 1
-    secret: _text(r"^[0-9a-f]{64}$", "64 lower-case hex digits")
+    secret: Secret
     key_id: Hex32
     block_size: Annotated[int, Field(ge=1, le=256)]
     negative_positive: bool

@@ -35,23 +35,20 @@ def owner(*args: str | Path) -> float:
     return run(sys.executable, "-m", "pipeline.run", *args)
 
 
-def _cipher(key: Path | None) -> list[str | Path]:
-    return ["--key", key] if key else ["--plain"]
+def plain_store(raw: str | Path, store: Path) -> None:
+    """A plain store of ``raw`` (the owner's tools as a format converter: no key, nothing private)."""
+    owner("--stage", "encrypt", "--plain", "--raw", raw, "--store", store)
 
 
-def encrypt(raw: str | Path, store: Path, key: Path | None) -> None:
-    """The owner's store of ``raw``: encrypted with ``key``, or plain (the baseline's) without one."""
-    owner("--stage", "encrypt", *_cipher(key), "--raw", raw, "--store", store)
-
-
-def encrypt_weights(weights: Path, arch: str, out: Path, key: Path | None) -> None:
-    """A timm checkpoint converted for mmseg, its patch embedding encrypted with ``key`` (plain without one)."""
-    owner("--stage", "encrypt-weights", *_cipher(key), "--weights", weights, "--arch", arch, "--encrypted-weights", out)
-
-
-def publish(key: Path, store: Path, checkpoint: Path, bundle: Path) -> Path:
-    """A store and a checkpoint published as a bundle, signed with the owner's key; returns the bundle."""
-    owner("--stage", "publish", "--key", key, "--store", store, "--encrypted-weights", checkpoint, "--bundle", bundle)
+def build_bundle(
+    raw: str | Path, weights: Path, arch: str, key: Path, *, store: Path, checkpoint: Path, bundle: Path, plain: bool
+) -> Path:
+    """The owner's whole job (``--stage all``: pipeline.job.build_bundle): ``raw`` into ``store`` and the timm
+    checkpoint into ``checkpoint``, encrypted with ``key`` unless ``plain``, published as ``bundle`` and signed
+    with ``key``; returns the bundle. A store encrypted before is resumed, not written again."""
+    cipher = ["--plain"] if plain else []
+    owner("--stage", "all", "--key", key, *cipher, "--raw", raw, "--store", store, "--weights", weights, "--arch", arch,
+          "--encrypted-weights", checkpoint, "--bundle", bundle)  # fmt: skip
     return bundle
 
 

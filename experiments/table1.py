@@ -51,27 +51,24 @@ def prepare_owner(settings: Settings, work: Path) -> tuple[dict[str, dict[str, P
                       "--sample-size", settings.sample_size)  # fmt: skip
     if not key.exists():
         harness.owner("--stage", "keygen", "--key", key)
-    stores = {"plain": root / "plain.zarr", "encrypted": root / "encrypted.zarr"}
-    harness.encrypt(raw, stores["plain"], None)
-    harness.encrypt(raw, stores["encrypted"], key)
+    sources_of = {"plain": raw, "encrypted": raw}  # bundle kind -> the raw tree its store is made of
     if any(METHODS[m].bundle == "augmented" for m in settings.methods):
         augmented = root / "cityscapes-augmented"
         harness.owner("--stage", "augment", "--raw", raw, "--out", augmented, "--copies", str(settings.copies))
-        stores["augmented"] = root / "augmented.zarr"
-        harness.encrypt(augmented, stores["augmented"], key)
+        sources_of["augmented"] = augmented
 
     pretrained = pretrained_backbones(settings, work / "pretrain")
     bundles, sources = {}, {}
     for name in settings.backbones:
         backbone = BACKBONES[name]
         weights, sources[backbone.label] = pretrained[name]
-        checkpoints = {"plain": root / name / "plain.safetensors", "encrypted": root / name / "encrypted.safetensors"}
-        harness.encrypt_weights(weights, backbone.arch, checkpoints["plain"], None)
-        harness.encrypt_weights(weights, backbone.arch, checkpoints["encrypted"], key)
+        # One store per kind, shared by the backbones' bundles (encrypted once; later builds resume it).
         bundles[name] = {
-            kind: harness.publish(key, store, checkpoints["plain" if kind == "plain" else "encrypted"],
-                                  work / "bundles" / name / kind)
-            for kind, store in stores.items()
+            kind: harness.build_bundle(
+                tree, weights, backbone.arch, key, store=root / f"{kind}.zarr", checkpoint=root / name / f"{kind}.safetensors",
+                bundle=work / "bundles" / name / kind, plain=kind == "plain",
+            )
+            for kind, tree in sources_of.items()
         }  # fmt: skip
     return bundles, sources
 
@@ -94,7 +91,7 @@ def pretrained_backbones(settings: Settings, root: Path) -> dict[str, tuple[Path
                 store, raw = root / "plain.zarr", root / "cityscapes"
                 harness.owner("--stage", "sample", "--raw", raw, "--seed", "1", "--sample-counts",
                               settings.pretrain_counts, "--sample-size", settings.sample_size)  # fmt: skip
-                harness.encrypt(raw, store, None)
+                harness.plain_store(raw, store)
             log.info("proxy pretraining %s for %d steps", arch, settings.pretrain_steps)
             started = time.monotonic()
             pretrain(store, arch, cached, steps=settings.pretrain_steps)

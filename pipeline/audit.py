@@ -28,7 +28,7 @@ from pipeline.errors import PipelineError
 from contract.bundle import MANIFEST
 from pipeline.keys import Key
 from contract.outputs import OutputKind
-from pipeline.storage import write_private
+from pipeline.atomic import write_private
 
 SETTINGS = {False: "shuffle", True: "shuffle + negative-positive"}
 KNOWN_PAIRS = (1, 2)

@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from contract.outputs import OutputKind, kind_of
-from pipeline.storage import write_private
+from pipeline.atomic import write_private
 
 SCALES = (0.5, 2.0)  # the paper's (mmseg's) RandomResize ratio range
 CITYSCAPES_NAME = re.compile(r"(?P<city>[^_]+)_(?P<seq>\d+)_(?P<frame>\d+)")

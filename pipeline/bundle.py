@@ -6,7 +6,7 @@ and leaves out anything else in the store folder, naming it. Every metadata obje
 from its validated model, and the checkpoint's header from its metadata model and exactly the
 tensors of its backbone family (:mod:`contract.canonical`): nothing outside the contract is
 published. Every object is hashed and scanned for the owner's key in the one pass that writes it,
-and becomes visible under its name only once it passed (:func:`pipeline.storage.commit_on_success`);
+and becomes visible under its name only once it passed (:func:`pipeline.atomic.commit_on_success`);
 a shard must also hash to what its completion record says. The manifest and its signature are
 written only when every object passed: a publish that fails, for any reason or at any moment
 (SIGKILL included), leaves no manifest, and nothing verifies, or the last complete publication.
@@ -67,7 +67,7 @@ from contract.outputs import OutputKind, check_output
 from contract.signing import Signature, Signer
 from pipeline.errors import PipelineError
 from pipeline.keys import Key
-from pipeline.storage import commit_on_success, is_temporary, put_atomic
+from pipeline.atomic import commit_on_success, is_temporary, put_atomic
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,20 @@
 """The encrypt stage: a dataset's tree -> one Zarr v3 store of block-encrypted images and plain labels,
 one Dask task per shard; an interrupted run resumes, redoing only unfinished or changed shards.
 
-    datasets where a dataset's files are and what its labels mean (Cityscapes, ADE20K, VOC, the owner's own)
-    inputs   plans the samples of each split from listings and the image headers
-    store    creates the store, or checks that an existing one is this run's
-    shards   writes one shard and its completion record (a Dask task)
-    cluster  the local or remote Dask cluster, and progress
+    datasets    where a dataset's files are and what its labels mean (Cityscapes, ADE20K, VOC, the owner's own)
+    inputs      plans the samples of each split from listings and the image headers
+    zarr_store  creates the store, or checks that an existing one is this run's
+    shards      writes one shard and its completion record (a Dask task)
+    cluster     the local or remote Dask cluster
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +25,12 @@ from pipeline.errors import OnError, PipelineError
 from pipeline.inputs import SplitPlan, fingerprint, plan_dataset
 from pipeline.keys import Key
 from pipeline.shards import Labels, ShardResult, ShardTask, ShardWriter
-from pipeline.store import DEFAULT_SHARD_SIZE, finish_store, prepare_store
+from pipeline.zarr_store import DEFAULT_SHARD_SIZE, finish_store, prepare_store
 
 DEFAULT_PADDING = 16  # the sides of a plain store's samples: the block size of the keys it is compared with
 
 log = logging.getLogger(__name__)
+_PROGRESS_LOG_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ def _run(client: Any, writer: ShardWriter, tasks: list[ShardTask], key: Key | No
     # Scattered once to every worker; each task gets the worker's copy (not the key pickled per task).
     shared_key = client.scatter(key, broadcast=True) if key is not None else None
     results = []
-    with cluster.progress(total, "encrypt") as advance:
+    with progress(total, "encrypt") as advance:
         futures = client.map(writer, tasks, secret_key=shared_key, pure=False)
         for future in as_completed(futures):
             result = future.result()  # re-raises a task's exception; leaving the block cancels the rest
@@ -124,3 +128,27 @@ def _run(client: Any, writer: ShardWriter, tasks: list[ShardTask], key: Key | No
             results.append(result)
             advance(result.images)
     return results
+
+
+@contextmanager
+def progress(total: int, what: str) -> Iterator[Callable[[int], None]]:
+    """advance(n) after n more items: a tqdm bar on a terminal, else a log line every 10 s and at the end."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        with tqdm(total=total, unit="img", desc=what) as bar:
+            yield bar.update
+        return
+    start = last = time.monotonic()
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done, last
+        done += n
+        now = time.monotonic()
+        if now - last >= _PROGRESS_LOG_SECONDS or done == total:
+            last = now
+            rate = done / max(now - start, 1e-9)
+            log.info("%s: %d/%d images, %.1f images/s, %.0f s left", what, done, total, rate, (total - done) / rate)
+
+    yield advance

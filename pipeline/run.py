@@ -92,6 +92,10 @@ def stage_encrypt(o: Options) -> None:
         shard_size=o.shard_size,
         storage_options=o.storage_options,
     )
+    _log_encrypted(summary)
+
+
+def _log_encrypted(summary) -> None:
     log.info(
         "%s: %s (%s written, %d already done, %s skipped)",
         summary.store, ", ".join(f"{n} {split}" for split, n in summary.samples.items()),
@@ -103,11 +107,11 @@ def stage_encrypt(o: Options) -> None:
 
 def stage_decrypt(o: Options) -> None:
     """Decrypt samples of the dataset store back to PNGs under --out (--names: some of them)."""
-    from pipeline import export, keys
+    from pipeline import decrypt, keys
 
     if not o.out:
         raise PipelineError("--stage decrypt needs --out (a folder for the decrypted PNGs)")
-    paths = export.decrypt_samples(o.store, keys.load(o.key_path), o.out, names=o.names, storage_options=o.storage_options)
+    paths = decrypt.decrypt_samples(o.store, keys.load(o.key_path), o.out, names=o.names, storage_options=o.storage_options)
     log.info("wrote %s under %s", count(len(paths), "decrypted image"), o.out)
 
 
@@ -159,13 +163,18 @@ def stage_publish(o: Options) -> None:
 
     key = keys.load(o.key_path)
     signer = save_signer(key.signer(), o.signer_path)  # first: what the cloud checks the bundle with
-    summary = bundle.publish(o.store, o.encrypted_weights, o.bundle, key, storage_options=o.storage_options)
+    _log_published(bundle.publish(o.store, o.encrypted_weights, o.bundle, key, storage_options=o.storage_options), o, signer)
+
+
+def _log_published(summary, o: Options, signer: Path) -> None:
+    for name in summary.ignored:
+        log.warning("ignored %s/%s: not signed by this owner", o.bundle, name)
     for name in summary.left_out:
         log.warning("left out of the bundle (no part of the dataset store): %s/%s", o.store, name)
     log.info(
-        "published %s (%.1f MiB) to %s: %d copied, %d unchanged, %d stale removed; signed by owner %s",
-        count(len(summary.manifest.objects), "object"), summary.bytes / 2**20, o.bundle, summary.copied, summary.reused,
-        len(summary.removed), summary.manifest.signer,
+        "published %s (%.1f MiB) to %s as publication %d: %d copied, %d unchanged, %d stale removed; signed by owner %s",
+        count(len(summary.manifest.objects), "object"), summary.bytes / 2**20, o.bundle, summary.manifest.sequence,
+        summary.copied, summary.reused, len(summary.removed), summary.manifest.signer,
     )
     print(
         f"\nGive the cloud these two, and nothing else:\n"
@@ -207,6 +216,9 @@ def stage_audit(o: Options) -> None:
 
 def stage_all(o: Options) -> None:
     """The owner's whole job: encrypt, encrypt-weights, publish (the sample and a key first, on the sample's paths)."""
+    from contract.signing import save_signer
+    from pipeline import job, keys
+
     demo = o.demo or (o.raw, o.key, o.weights) == (None, None, None)
     if demo:  # the generated sample and a new key, only where the defaults say (or with --demo)
         if not Path(o.raw_path).exists():
@@ -215,9 +227,16 @@ def stage_all(o: Options) -> None:
             stage_keygen(o)
     for path, what in ((o.raw_path, "--raw"), (o.key_path, "--key"), (o.weights_path, "--weights")):
         _require(path, f"{what}; --stage all generates the sample and a key only on the default paths or with --demo")
-    for name in ALL:
-        log.info("stage %s", name)
-        STAGES[name](o)
+    key = keys.load(o.key_path)
+    signer = save_signer(key.signer(), o.signer_path)
+    built = job.build_bundle(
+        o.raw_path, o.weights_path, o.arch, key, store=o.store, checkpoint=o.encrypted_weights, bundle=o.bundle,
+        plain=o.plain, dataset=o.dataset_spec(), resize=o.resize, padded_to=o.block_size, workers=o.workers,
+        scheduler=o.scheduler, on_error=o.on_error, shard_size=o.shard_size, storage_options=o.storage_options,
+    )  # fmt: skip
+    _log_encrypted(built.encrypted)
+    log.info("wrote the encrypted checkpoint to %s", built.checkpoint)
+    _log_published(built.published, o, signer)
 
 
 STAGES: dict[str, Callable[[Options], None]] = {
@@ -234,8 +253,6 @@ STAGES: dict[str, Callable[[Options], None]] = {
     "audit": stage_audit,
     "all": stage_all,
 }
-# What --stage all runs after creating the sample and key when they are missing.
-ALL = ("encrypt", "encrypt-weights", "publish")
 
 
 def _require(path: str, what: str) -> None:

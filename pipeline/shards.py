@@ -31,8 +31,8 @@ from pipeline.cipher import BlockCipher
 from pipeline.errors import OnError
 from pipeline.inputs import Sample
 from pipeline.keys import Key
-from pipeline.storage import put_atomic
-from pipeline.store import zarr_store
+from pipeline.atomic import put_atomic
+from pipeline.zarr_store import zarr_store
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@ predict, and the model back to its owner; with each key option, and what is refu
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,15 +21,12 @@ from mmengine.runner import load_checkpoint
 from mmseg.apis import init_model
 from safetensors import safe_open
 
-from contract.errors import UserError
 from contract.formats import BundleReference, ModelProvenance
 from contract.signing import save_signer
 from pipeline import run as owner_cli
-from pipeline.bundle import publish
-from pipeline.encrypt import encrypt_dataset
+from pipeline.job import build_bundle
 from pipeline.keys import generate, save
 from pipeline.query import encrypt_queries, write_rgb
-from pipeline.weights import encrypt_checkpoint
 from training import export, predict, test, train
 from training.loaders import load_from_pth
 from training.predict import segment
@@ -43,9 +41,10 @@ ITERS = 4
 
 def keyed_bundle(owner, root: Path, key, scheduler: str) -> SimpleNamespace:
     """The owner's data encrypted and published with ``key``; the bundle and its signer file."""
-    encrypt_dataset(str(owner.raw), str(root / "store.zarr"), key, workers=1, scheduler=scheduler)
-    encrypt_checkpoint(owner.weights, owner.arch, key, root / "backbone.safetensors")
-    publish(str(root / "store.zarr"), str(root / "backbone.safetensors"), str(root / "bundle"), key)
+    build_bundle(
+        owner.raw, owner.weights, owner.arch, key, store=root / "store.zarr", checkpoint=root / "backbone.safetensors",
+        bundle=root / "bundle", workers=1, scheduler=scheduler,
+    )  # fmt: skip
     return SimpleNamespace(key=key, bundle=root / "bundle", signer=save_signer(key.signer(), root / "signer.json"))
 
 
@@ -160,11 +159,11 @@ def test_predict_takes_files_folders_and_globs_and_writes_cityscapes_maps(owner,
     model = model_of(PROPOSED, owner.bundles["encrypted"], trained)
     for i, plain in enumerate(plains):
         stem = plain.name.removesuffix(".png")
-        train_ids = cv2.imread(str(out / f"{stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
+        train_ids = cv2.imread(str(out / "trainIds" / f"{stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(train_ids, segment(model, store["images"][i]))  # as the bundle's own ciphertext
-        label_ids = cv2.imread(str(out / f"{stem}_labelIds.png"), cv2.IMREAD_UNCHANGED)
+        label_ids = cv2.imread(str(out / "labelIds" / f"{stem}_labelIds.png"), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(label_ids, np.vectorize(lambda t: trainId2label[t].id)(train_ids))
-        assert cv2.imread(str(out / f"{stem}_color.png")).shape == (*owner.size, 3)
+        assert cv2.imread(str(out / "color" / f"{stem}_color.png")).shape == (*owner.size, 3)
     assert cv2.imread(str(out / "legend.png")).shape[0] == 19 * 24
 
 
@@ -200,6 +199,73 @@ def test_the_model_goes_back_to_its_owner(owner, trained, tmp_path, capsys):
     plain = zarr.open_group(owner.bundles["plain"] / "dataset.zarr", mode="r")["val/images"]
     for i in range(encrypted.shape[0]):
         assert np.count_nonzero(segment(mine, plain[i]) != segment(cloud, encrypted[i])) == 0
+
+
+def run_test(argv, capsys) -> dict:
+    """training.test's metrics, as its JSON file has them."""
+    out = Path(argv[argv.index("--work-dir") + 1]) / "metrics.json"
+    code, err = run_cli(test, [*argv, "--out", out], capsys)
+    assert code == 0, err
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow  # predict, cityscapesscripts' own command line, and three evaluations: ~40 s
+def test_cityscapes_own_evaluation_reads_predict_as_it_is_and_agrees_with_training_test(owner, trained, tmp_path, capsys):
+    """cityscapesscripts' evaluation, run as the benchmark runs it (its command line, the raw ground truth),
+    on predict's labelIds folder as it is, gives the mIoU training.test gives, and training.test's
+    --metric cityscapes; --format-only writes the submission instead."""
+    names = zarr.open_group(owner.bundles["encrypted"] / "dataset.zarr", mode="r")["val"].attrs["names"]
+    plains = [next((owner.raw / "leftImg8bit" / "val").glob(f"*/{name}_leftImg8bit.png")) for name in names]
+    encrypt_queries(plains, owner.key, tmp_path / "queries")
+    common = ["--bundle", owner.bundles["encrypted"], "--signer", owner.signer]
+    assert predict.main([str(a) for a in (PROPOSED, trained, *common, "--inputs", tmp_path / "queries", "--out", tmp_path / "out")]) == 0
+    ground_truth = Path(shutil.copytree(owner.raw / "gtFine" / "val", tmp_path / "cityscapes" / "gtFine" / "val"))
+    environment = {**os.environ, "CITYSCAPES_DATASET": str(ground_truth.parents[1]),
+                   "CITYSCAPES_RESULTS": str(tmp_path / "out" / "labelIds"), "CITYSCAPES_EXPORT_DIR": str(tmp_path)}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling"],
+                          env=environment, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    official = json.loads((tmp_path / "resultPixelLevelSemanticLabeling.json").read_text())
+
+    iou = run_test([PROPOSED, trained, *common, "--work-dir", tmp_path / "iou"], capsys)
+    ours = run_test([PROPOSED, trained, *common, "--work-dir", tmp_path / "cs", "--metric", "cityscapes"], capsys)
+    assert iou["mIoU"] == pytest.approx(100 * official["averageScoreClasses"], abs=0.01)
+    assert ours["mIoU"] == pytest.approx(100 * official["averageScoreClasses"], abs=1e-9)
+    assert ours["category mIoU"] == pytest.approx(100 * official["averageScoreCategories"], abs=1e-9)
+    for name, scores in ours["per_class"].items():
+        assert scores["IoU"] == pytest.approx(iou["per_class"][name]["IoU"], abs=0.01), name
+
+    run_test([PROPOSED, trained, *common, "--work-dir", tmp_path / "sub", "--format-only", tmp_path / "submission"], capsys)
+    submitted = sorted(path.name for path in (tmp_path / "submission").glob("*.png"))
+    assert submitted == sorted(f"{name}.png" for name in names)
+
+
+@pytest.mark.slow  # decrypt, predict and two evaluations: ~25 s
+def test_the_owners_plain_model_segments_and_scores_plain_images_without_bundle_or_key(owner, trained, tmp_path, capsys):
+    """Back from the cloud and decrypted, the owner's plain model segments plain images with no bundle and no
+    key (predict), exactly as the cloud's model segments them encrypted, and scores on the owner's plain
+    bundle exactly what the cloud's model scores on the encrypted one."""
+    exported, plain_model = tmp_path / "model.safetensors", tmp_path / "plain.safetensors"
+    assert export.main([str(trained), "--out", str(exported)]) == 0
+    key = save(owner.key, tmp_path / "owner" / "key.json")
+    assert owner_cli.main(["--stage", "decrypt-weights", "--key", str(key), "--checkpoint", str(exported), "--out", str(plain_model)]) == 0
+
+    names = zarr.open_group(owner.bundles["encrypted"] / "dataset.zarr", mode="r")["val"].attrs["names"]
+    plains = [next((owner.raw / "leftImg8bit" / "val").glob(f"*/{name}_leftImg8bit.png")) for name in names]
+    assert predict.main([str(a) for a in (BASELINE, plain_model, "--inputs", *plains, "--out", tmp_path / "mine")]) == 0
+    encrypt_queries(plains, owner.key, tmp_path / "queries")
+    cloud = ["--bundle", owner.bundles["encrypted"], "--signer", owner.signer]
+    assert predict.main([str(a) for a in (PROPOSED, trained, *cloud, "--inputs", tmp_path / "queries", "--out", tmp_path / "cloud")]) == 0
+    for plain in plains:
+        mine = cv2.imread(str(tmp_path / "mine" / "trainIds" / f"{plain.stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
+        theirs = cv2.imread(str(tmp_path / "cloud" / "trainIds" / f"{plain.stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
+        assert np.count_nonzero(mine != theirs) == 0
+    code, err = run_cli(predict, [PROPOSED, trained, "--inputs", tmp_path / "queries", "--out", tmp_path / "x"], capsys)
+    assert code == 2 and "a run without a bundle is of plain (no key)" in err  # an encrypted model needs its bundle
+
+    scored = run_test([BASELINE, plain_model, "--bundle", owner.bundles["plain"], "--signer", owner.signer, "--work-dir", tmp_path / "p"], capsys)
+    cloud_scored = run_test([PROPOSED, trained, *cloud, "--work-dir", tmp_path / "c"], capsys)
+    assert scored["mIoU"] == pytest.approx(cloud_scored["mIoU"], abs=1e-6)
 
 
 # --- every key option trains -------------------------------------------------------------------

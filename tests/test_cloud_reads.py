@@ -71,6 +71,7 @@ def bundle(owner, tmp_path):
     ],
     ids=["train-data", "val-data", "pretrained-checkpoint", "load-from", "old-store-setting", "another-loop"],
 )
+@pytest.mark.slow  # a training run's set-up each: ~5 s
 def test_overrides_cannot_make_a_run_read_another_bundle(owner, bundle, tmp_path, capsys, options, says):
     """Verify A, read B: every way a config or --cfg-options could point a run elsewhere is one line, exit 2."""
     other = owner.bundles["plain"]  # a valid bundle of the same owner, of other data
@@ -167,6 +168,7 @@ def test_accept_refuses_a_rollback_and_records_the_newest(owner, bundle, tmp_pat
     assert accept(verify_bundle(str(bundle)), state) is None  # integrity only: no sequence worth keeping
 
 
+@pytest.mark.slow  # three evaluations: ~19 s (accept() itself is tested above)
 def test_the_cloud_refuses_a_rollback_and_min_sequence_overrides(owner, bundle, tmp_path, capsys):
     """training.test on publication 2 records it; publication 1 served again at the same place is refused,
     unless --min-sequence 1 says it is wanted."""

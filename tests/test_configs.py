@@ -69,7 +69,7 @@ def test_config_holds_the_papers_settings_and_its_methods_needs(path):
             assert unsafe == []
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", [pytest.param(b, marks=pytest.mark.slow) if b == "l16" else b for b in BACKBONES])  # ViT-L: ~9 s each
 @pytest.mark.parametrize("decoder", ["naive", "pup", "mla"])
 def test_the_models_segment_with_a_patch_embedding_the_key_folds_into(backbone, decoder):
     path, = (p for p in CONFIGS if describe(p) == (backbone, decoder, "proposed"))
@@ -84,6 +84,7 @@ def test_the_models_segment_with_a_patch_embedding_the_key_folds_into(backbone, 
     assert scores.shape == (1, 19, 64, 64)
 
 
+@pytest.mark.slow  # 150 configs resolved by mmengine: ~25 s
 def test_every_config_resolves_to_its_frozen_settings():
     """Where a setting is written (which file, inherited or overridden) may change; what a config resolves to
     may not, but deliberately: then `python tests/config_digests.py` freezes the new settings."""
@@ -102,6 +103,7 @@ def heads(model) -> list:
     return [model.decode_head, *(auxiliary if isinstance(auxiliary, list) else [auxiliary])]
 
 
+@pytest.mark.slow  # 68 configs resolved by mmengine: ~5 s
 def test_the_ade20k_configs_are_mmsegs_ade20k_settings_on_the_bundle():
     """Every tiny config has its ADE20K twin of the same name; the full ones are mmseg's ADE20K configs of SETR
     (ViT-L/16) and of each segmentor beyond SETR, four methods each. All predict ADE20K's 150 classes, crop

@@ -51,11 +51,6 @@ SKIP = Skip(split="train", name="aachen_000000_000019", file="leftImg8bit/train/
 REFERENCE = BundleReference(location="s3://bucket/bundle", manifest_sha256=SHA, sequence=3, signer=KEY_ID)
 
 
-def test_format_errors_are_user_errors():
-    """A damaged or foreign object is the user's problem: reported in one line, not as a crash."""
-    assert issubclass(FormatError, UserError)
-
-
 def array_metadata(tmp_path) -> bytes:
     """An array's zarr.json exactly as zarr writes it for the store."""
     group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")

@@ -1,7 +1,6 @@
 """The encrypt stage end to end on small synthetic Cityscapes trees (pipeline.encrypt and the modules it
 runs: inputs, store, shards, cluster): content, layout, resume that repairs, a killed run, bad input."""
 
-import json
 import os
 import re
 import shutil
@@ -23,7 +22,7 @@ from pipeline.cluster import local_cluster
 from pipeline.datasets import cityscapes
 from pipeline.encrypt import encrypt_dataset
 from pipeline.errors import OnError, PipelineError
-from pipeline.export import decrypt_samples
+from pipeline.decrypt import decrypt_samples
 from pipeline.sample import write_sample
 
 pytest_plugins = ["s3"]

@@ -6,12 +6,14 @@ import hashlib
 import json
 import shutil
 import struct
+import uuid
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from mmengine.logging import MMLogger
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -32,6 +34,7 @@ DEEP = "[" * 2000 + "]" * 2000  # nested beyond any format, and small enough for
 
 def one_line(main, argv, capfd) -> str:
     """Run a command line in this process: it must exit 2 with exactly one line on stderr; that line."""
+    MMLogger.get_instance(uuid.uuid4().hex)  # mmengine logs to its latest logger: one on today's streams, as in a new process
     code = main([str(a) for a in argv])
     err = capfd.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]

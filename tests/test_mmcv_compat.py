@@ -74,6 +74,7 @@ def test_placeholder_fails_clearly_when_used():
     assert not isinstance(torch.nn.Identity(), PSAMask)
 
 
+@pytest.mark.slow  # a Python process of its own: ~11 s
 def test_install_steps_aside_when_compiled_ops_exist():
     # A fresh interpreter where a (fake) compiled extension is importable: nothing is registered.
     script = (
@@ -86,6 +87,7 @@ def test_install_steps_aside_when_compiled_ops_exist():
     subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[1])
 
 
+@pytest.mark.slow  # a Python process importing torch and mmseg: ~20 s
 def test_importing_the_cloud_side_changes_nothing():
     """No import side effects: the package and its command lines' modules neither patch mmcv nor load torch;
     the entry points do that explicitly (training.plugin.register)."""

@@ -22,8 +22,8 @@ from contract.formats import CheckpointMetadata
 from contract.registry import FAMILIES, METHODS
 from pipeline.bundle import publish
 from pipeline.cipher import BlockCipher
-from pipeline.encrypt import encrypt_dataset
 from pipeline.errors import PipelineError
+from pipeline.job import build_bundle
 from pipeline.keys import generate
 from pipeline.sample import write_random_vit
 from pipeline.weights import (
@@ -142,10 +142,10 @@ def test_a_beit_pretrained_at_another_size_starts(tmp_path):
 def negative_positive_bundle(owner, root: Path, scheduler: str) -> Path:
     """The owner's data and ViT-Ti/16 encrypted for a new negative-positive key and published at ``root``/bundle."""
     key = generate(negative_positive=True)
-    encrypt_dataset(str(owner.raw), str(root / "dataset.zarr"), key, workers=1, scheduler=scheduler)
-    encrypt_checkpoint(owner.weights, owner.arch, key, root / "backbone.safetensors")
-    publish(str(root / "dataset.zarr"), str(root / "backbone.safetensors"), str(root / "bundle"), key)
-    return root / "bundle"
+    return build_bundle(
+        owner.raw, owner.weights, owner.arch, key, store=root / "dataset.zarr", checkpoint=root / "backbone.safetensors",
+        bundle=root / "bundle", workers=1, scheduler=scheduler,
+    ).published.bundle  # fmt: skip
 
 
 def relative_difference(output, reference):

@@ -25,8 +25,7 @@ import contract.bundle
 from contract.bundle import CHECKPOINT, DATASET, MANIFEST, SIGNATURE, verify_bundle
 from contract.errors import UserError
 from contract.signing import save_signer
-from pipeline.bundle import publish
-from pipeline.encrypt import encrypt_dataset
+from pipeline.job import build_bundle
 from pipeline.keys import generate
 from pipeline.sample import write_random_vit, write_sample
 from pipeline.weights import encrypt_checkpoint
@@ -50,10 +49,11 @@ def owner(tmp_path_factory, dask_scheduler):
     root = tmp_path_factory.mktemp("verify-owner")
     key, other_key = generate(), generate()
     write_sample(root / "raw", counts=SPLITS, size=(32, 64))
-    encrypt_dataset(str(root / "raw"), str(root / "dataset.zarr"), key, workers=1, scheduler=dask_scheduler, shard_size=2)
     vit = write_random_vit(root / "timm.safetensors", ARCH)
-    checkpoint = encrypt_checkpoint(vit, ARCH, key, root / "backbone.safetensors")
-    publish(str(root / "dataset.zarr"), str(checkpoint), str(root / "bundle"), key)
+    build_bundle(
+        root / "raw", vit, ARCH, key, store=root / "dataset.zarr", checkpoint=root / "backbone.safetensors",
+        bundle=root / "bundle", workers=1, scheduler=dask_scheduler, shard_size=2,
+    )  # fmt: skip
     return SimpleNamespace(
         key=key,
         other_key=other_key,

@@ -9,17 +9,15 @@ per test session. The training package itself never sees the key.
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from contract.signing import save_signer
-from pipeline.bundle import publish
-from pipeline.encrypt import encrypt_dataset
-from pipeline.keys import Key, generate
+from pipeline.job import build_bundle
+from pipeline.keys import generate
 from pipeline.sample import write_random_vit, write_sample
-from pipeline.weights import encrypt_checkpoint, pretrained_normalization
+from pipeline.weights import pretrained_normalization
 
 ARCH = "vit_tiny_patch16_224"  # the tiny configs' backbone
 SIZE = (96, 128)  # (H, W): multiples of the 16-pixel block, larger than the tiny configs' 64x64 crops
@@ -27,11 +25,6 @@ COUNTS = {"train": 4, "val": 2}
 CLOUD = pretrained_normalization(ARCH).uniform()  # what the owner's checkpoints tell the cloud to use
 
 
-def write_bundle(root: Path, raw: Path, weights: Path, key: Key | None, scheduler: str) -> Path:
-    """An unpublished bundle (no manifest): the dataset store and checkpoint for ``key``, plain if None."""
-    encrypt_dataset(str(raw), str(root / "dataset.zarr"), key, workers=1, scheduler=scheduler)
-    encrypt_checkpoint(weights, ARCH, key, root / "backbone.safetensors")
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +35,11 @@ def owner(tmp_path_factory, dask_scheduler) -> SimpleNamespace:
     key, raw = generate(), root / "cityscapes"
     write_sample(raw, counts=COUNTS, size=SIZE)
     weights = write_random_vit(root / f"{ARCH}.safetensors", ARCH)
-    sources = {kind: write_bundle(root / kind, raw, weights, k, dask_scheduler) for kind, k in (("plain", None), ("encrypted", key))}
-    for kind, source in sources.items():
-        publish(str(source / "dataset.zarr"), str(source / "backbone.safetensors"), str(root / "bundles" / kind), key)
+    for kind in ("plain", "encrypted"):
+        build_bundle(
+            raw, weights, ARCH, key, store=root / kind / "dataset.zarr", checkpoint=root / kind / "backbone.safetensors",
+            bundle=root / "bundles" / kind, plain=kind == "plain", workers=1, scheduler=dask_scheduler,
+        )  # fmt: skip
     return SimpleNamespace(
         arch=ARCH,
         size=SIZE,
@@ -53,8 +48,8 @@ def owner(tmp_path_factory, dask_scheduler) -> SimpleNamespace:
         key=key,
         raw=raw,
         weights=weights,
-        plain=sources["plain"],
-        encrypted=sources["encrypted"],
-        bundles={kind: root / "bundles" / kind for kind in sources},
+        plain=root / "plain",
+        encrypted=root / "encrypted",
+        bundles={kind: root / "bundles" / kind for kind in ("plain", "encrypted")},
         signer=save_signer(key.signer(), root / "signer.json"),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,9 +16,11 @@ from mmengine.config import Config, DictAction
 from contract.errors import UserError, quoted
 
 
-def add_common_arguments(parser) -> None:
+def add_common_arguments(parser, *, bundle_required: bool = True) -> None:
     """The arguments every command takes: the bundle, the owner's signer, storage, device, config overrides."""
-    parser.add_argument("--bundle", required=True, help="bundle location: a directory or an fsspec URL such as s3://bucket/bundle")
+    parser.add_argument(
+        "--bundle", required=bundle_required, help="bundle location: a directory or an fsspec URL such as s3://bucket/bundle"
+    )
     parser.add_argument(
         "--signer",
         help="the owner's public signer file: refuse any bundle the owner did not sign (without it, integrity only)",
@@ -88,6 +91,39 @@ def removed_on_refusal(work_dir: str | Path) -> Iterator[None]:
         if not existed and not any(Path(work_dir).rglob("*.pth")):
             shutil.rmtree(work_dir, ignore_errors=True)
         raise
+
+
+def build_runner(cfg: Config, device: str):
+    """mmengine's Runner for ``cfg``, introduced by a short summary: mmengine's dump of the environment and
+    the whole config (some 200 lines) goes to the run's log file only, not to the console."""
+    from mmengine.runner import Runner
+    from mmengine.utils.dl_utils import collect_env
+
+    level = cfg.get("log_level", "INFO")
+    cfg.log_level = "WARNING"  # the dump is logged while the runner is made: keep it from the console
+    runner = Runner.from_cfg(cfg)
+    logger = runner.logger
+    console = [h for h in logger.handlers if not isinstance(h, logging.FileHandler)]
+    logger.setLevel(level)
+    for handler in logger.handlers:
+        handler.setLevel(logging.WARNING if handler in console else level)
+    environment = "\n    ".join(f"{name}: {value}" for name, value in collect_env().items())
+    logger.info(f"System environment:\n    {environment}\nConfig:\n{runner.cfg.pretty_text}")
+    for handler in console:
+        handler.setLevel(level)
+        handler.addFilter(_per_parameter)
+    signer = cfg.get("signer") or "none (integrity only)"
+    log_file = next((h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)), "none")
+    print(
+        f"config    {cfg.filename}\nbundle    {cfg.bundle}\nsigner    {signer}\ndevice    {device}\n"
+        f"work dir  {runner.work_dir}\nfull log  {log_file} (environment and config)"
+    )
+    return runner
+
+
+def _per_parameter(record: logging.LogRecord) -> bool:
+    """mmengine's optimizer constructor logs three lines per parameter with its own settings: the log file's."""
+    return not record.getMessage().startswith("paramwise_options -- ")
 
 
 def select_device(choice: str) -> str:

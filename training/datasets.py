@@ -4,7 +4,7 @@ Store layout: see :class:`contract.formats.StoreAttributes` (per split, ``images
 for unlabelled splits, ``labels`` uint8 class indices, 255 ignored, of one size or of many; the split
 group's attributes name every sample and its size). What the labels mean (class names, palette, ignore
 index, ``reduce_zero_label``) is the store's dataset description: it becomes the dataset's metainfo. The
-dataset reads the bundle it is given through the manifest the run verified (training.store): nothing else.
+dataset reads the bundle it is given through the manifest the run verified (training.verified_store): nothing else.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from mmseg.registry import DATASETS
 
 from contract.errors import UserError, quoted
 from contract.formats import DatasetDescription, SplitAttributes
-from training.store import open_store, store_attributes
+from training.verified_store import open_store, store_attributes
 from training.transforms import key_unsafe_transforms
 
 

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.runner import BaseLoop
 from mmseg.registry import HOOKS
 
 from contract.errors import FormatError, UserError
@@ -30,7 +29,7 @@ from contract.registry import FAMILIES, BackboneFamily, FirstLayer, family_of_mm
 from training.loaders import read_header
 from training.provenance import check_reads, model_reads
 from training.resolve import run_of
-from training.store import bundle_attributes
+from training.verified_store import bundle_attributes
 
 
 def backbone_family(backbone: torch.nn.Module) -> BackboneFamily:

@@ -5,12 +5,14 @@
 Inputs are PNG (or, for a plain model, JPEG) files, folders of them, or glob patterns. A model trained on
 encrypted data segments encrypted queries: the user's ``--stage encrypt-query`` names the key in each
 file, and a query of another key, or a plain image, is refused rather than segmented into noise; a plain
-model takes plain images. An encrypted query was padded to multiples of the patch size by the user, who
-named its size before padding in the file; a plain one is padded here. What the classes are comes from
-the bundle's dataset description. Per input, at the input's size before padding: ``<name>_trainIds.png``
-(class indices, 255 where nothing is predicted), ``<name>_labelIds.png`` (the dataset's own label values:
-Cityscapes' labelIds, what cityscapesscripts' evaluation reads; ADE20K's 1-150) and ``<name>_color.png``
-(the dataset's palette); ``--legend`` adds ``legend.png``, the palette's colours and class names.
+model takes plain images (and needs no bundle: the owner's model, back from decrypt-weights, on the owner's
+own images). An encrypted query was padded to multiples of the patch size by the user, who named its size
+before padding in the file; a plain one is padded here. The classes are the bundle's dataset's
+(Cityscapes' without a bundle). Per input, at the input's size before padding, one folder per kind:
+``trainIds/<name>_trainIds.png`` (class indices, 255 where nothing is predicted),
+``labelIds/<name>_labelIds.png`` (the dataset's own label values: Cityscapes' labelIds, which
+cityscapesscripts' evaluation reads as the folder is; ADE20K's 1-150) and ``color/<name>_color.png`` (the
+dataset's palette); ``--legend`` adds ``legend.png``, the palette's colours and class names.
 """
 
 from __future__ import annotations
@@ -112,11 +114,13 @@ def predict(
     device: str = "cpu",
     legend: bool = False,
 ) -> list[Path]:
-    """Segment every input with the model at ``checkpoint``; write the label maps to ``out``, return their paths.
+    """Segment every input with the model at ``checkpoint``; write the label maps to ``out``, one folder per
+    kind (``trainIds/``, ``labelIds/``, ``color/``: each a folder cityscapesscripts' evaluation reads as
+    it is), and return their paths.
 
-    Refuses a model that does not read the data of the bundle (whose cipher is ``bundle``) or predicts
-    another number of classes than the bundle's ``dataset`` has, and any query that is not of the model's
-    cipher, before anything is written.
+    Refuses a model that does not read the data of the bundle (whose cipher is ``bundle``; None for a
+    plain model used without a bundle) or predicts another number of classes than ``dataset`` has, and any
+    query that is not of the model's cipher, before anything is written.
     """
     import cv2
     from mmengine.runner import load_checkpoint
@@ -127,7 +131,8 @@ def predict(
     from training.provenance import check_reads, model_reads
 
     reads = model_reads(checkpoint).cipher
-    check_reads(checkpoint, reads, bundle, f"the bundle {cfg.bundle}")
+    where = f"the bundle {cfg.bundle}" if cfg.get("bundle") else "a run without a bundle"
+    check_reads(checkpoint, reads, bundle, where)
     patch = cfg.model.backbone.patch_size
     queries = []
     for path in inputs:
@@ -140,7 +145,7 @@ def predict(
         queries.append((path, image, size))
 
     model = init_model(cfg, device=device)  # not init_model's checkpoint: it expects mmengine's meta in every file
-    check_classes(model, dataset, f"the bundle {cfg.bundle}")
+    check_classes(model, dataset, where if cfg.get("bundle") else "Cityscapes (no --bundle names the dataset)")
     load_checkpoint(model, checkpoint, map_location=device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +159,7 @@ def predict(
                 ("labelIds", label_ids[train_ids]),
                 ("color", cv2.cvtColor(colours[train_ids], cv2.COLOR_RGB2BGR)),
             ):
-                target = out / f"{path.stem}_{suffix}.png"
+                target = out / suffix / f"{path.stem}_{suffix}.png"
                 written.append(write_file(target, cv2.imencode(".png", result)[1].tobytes(), OutputKind.PNG))
             progress.update()
     if legend:
@@ -197,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inputs", nargs="+", required=True, help="query images: PNG files, folders, glob patterns")
     parser.add_argument("--out", required=True, help="directory for the label maps")
     parser.add_argument("--legend", action="store_true", help="also write legend.png (class colours and names)")
-    add_common_arguments(parser)
+    add_common_arguments(parser, bundle_required=False)
     args = parser.parse_args(argv)
     return run_reporting(lambda: run_predict(args))
 
@@ -209,14 +214,18 @@ def run_predict(args: argparse.Namespace) -> None:
     from training.config import config_from_arguments, select_device
     from training.resolve import resolve_config
 
-    from training.store import bundle_attributes
+    from contract.datasets import cityscapes
+    from training.verified_store import bundle_attributes
 
     device = select_device(args.device)
     inputs = expand_inputs(args.inputs)
     cfg = config_from_arguments(args)
-    verified = resolve_config(cfg).verified
-    dataset = bundle_attributes(verified, cfg.get("storage_options")).dataset
-    predict(cfg, args.checkpoint, inputs, args.out, bundle=verified.manifest.cipher, dataset=dataset, device=device, legend=args.legend)
+    # Without a bundle only a plain model runs (the owner's, back from decrypt-weights, on plain images).
+    bundle, dataset = None, cityscapes()
+    if args.bundle:
+        verified = resolve_config(cfg).verified
+        bundle, dataset = verified.manifest.cipher, bundle_attributes(verified, cfg.get("storage_options")).dataset
+    predict(cfg, args.checkpoint, inputs, args.out, bundle=bundle, dataset=dataset, device=device, legend=args.legend)
     print(f"{len(inputs)} label maps written to {args.out}")
 
 

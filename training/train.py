@@ -35,9 +35,7 @@ def train(args: argparse.Namespace) -> None:
     register()
     import torch
 
-    from mmengine.runner import Runner
-
-    from training.config import config_from_arguments, removed_on_refusal, select_device
+    from training.config import build_runner, config_from_arguments, removed_on_refusal, select_device
 
     device = select_device(args.device)
     cfg = config_from_arguments(args, work_dir=args.work_dir)
@@ -48,7 +46,7 @@ def train(args: argparse.Namespace) -> None:
         # CUDA, join torchrun's process group here with gloo, and the runner uses it as it is.
         torch.distributed.init_process_group(backend="gloo")
     with removed_on_refusal(cfg.work_dir):
-        Runner.from_cfg(cfg).train()
+        build_runner(cfg, device).train()
 
 
 if __name__ == "__main__":

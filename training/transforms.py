@@ -29,31 +29,33 @@ from mmseg.datasets.transforms import PackSegInputs, PhotoMetricDistortion, Rand
 from mmseg.registry import TRANSFORMS
 from numpy import random
 
-from training.store import open_store
+from training.verified_store import open_store
 
 _OPEN_ARRAYS = 4  # a loading transform reads one array of a split; a few are kept open per process
 
 
 class _ZarrReader(BaseTransform):
-    """Reads an array of the split a sample's data info names from the verified bundle (training.store),
+    """Reads an array of the split a sample's data info names from the verified bundle (training.verified_store),
     opening it once per process (opening one costs about 0.6 ms, as much as reading a 500x700 image; and a
     dataloader worker forked from the main process must not share its connections: s3fs sessions are not
     fork-safe)."""
 
     def __init__(self) -> None:
-        self._arrays: dict[tuple, zarr.Array] = {}
+        self._arrays: dict[tuple, zarr.Array | None] = {}
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_arrays": {}}  # a worker process opens its own
 
-    def _array(self, results: dict, name: str) -> zarr.Array:
+    def _array(self, results: dict, name: str) -> zarr.Array | None:
+        """The split's array ``name``; None if the split has none (labels of an unlabelled split)."""
         options = results["storage_options"]
         bundle, digest = results["bundle"], results["manifest_sha256"]
         which = (bundle, digest, json.dumps(options, sort_keys=True), results["zarr_split"], name, os.getpid())
         if which not in self._arrays:
             if len(self._arrays) >= _OPEN_ARRAYS:
                 self._arrays.clear()
-            self._arrays[which] = open_store(bundle, digest, options)[results["zarr_split"]][name]
+            split = open_store(bundle, digest, options)[results["zarr_split"]]
+            self._arrays[which] = split[name] if name in split else None
         return self._arrays[which]
 
     def _sample(self, results: dict, name: str, channels: int) -> np.ndarray:
@@ -79,9 +81,12 @@ class LoadZarrImage(_ZarrReader):
 
 @TRANSFORMS.register_module()
 class LoadZarrAnnotations(_ZarrReader):
-    """Read sample ``sample_index`` of the split's ``labels`` as ``gt_seg_map`` (class indices, 255 ignored)."""
+    """Read sample ``sample_index`` of the split's ``labels`` as ``gt_seg_map`` (class indices, 255 ignored);
+    nothing for a split without labels (Cityscapes' test split: predictions only)."""
 
     def transform(self, results: dict) -> dict:
+        if self._array(results, "labels") is None:
+            return results
         label = self._sample(results, "labels", 1)
         results["gt_seg_map"] = label.reshape(label.shape[:2])  # (H, W) or (H, W, 1) in the store
         results["seg_fields"].append("gt_seg_map")

@@ -14,8 +14,8 @@ from pipeline.datasets import exported_path
 from pipeline.errors import PipelineError
 from pipeline.keys import Key
 from contract.outputs import OutputKind
-from pipeline.storage import write_private
-from pipeline.store import read_attributes, zarr_store
+from pipeline.atomic import write_private
+from pipeline.zarr_store import read_attributes, zarr_store
 
 
 def decrypt_samples(

@@ -106,7 +106,7 @@ def walk(layout: str, negative_positive: bool, work: Path, step: Step = subproce
 
     plain = cv2.imread(str(raw / query), cv2.IMREAD_COLOR)
     name = Path(query).stem
-    cloud_map = cv2.imread(str(work / "maps" / f"{name}_trainIds.png"), cv2.IMREAD_UNCHANGED)
+    cloud_map = cv2.imread(str(work / "maps" / "trainIds" / f"{name}_trainIds.png"), cv2.IMREAD_UNCHANGED)
     owner_map = plain_prediction(config, work / "plain.safetensors", plain[..., ::-1])
     return Walked(cloud_map.shape == plain.shape[:2], int((owner_map != cloud_map).sum()), decrypted_equal(raw, work / "decrypted", layout))
 

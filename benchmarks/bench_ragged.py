@@ -31,7 +31,7 @@ import numcodecs
 import numpy as np
 import zarr
 from mmengine.registry import init_default_scope
-from mmseg.registry import DATASETS, TRANSFORMS
+from mmseg.registry import DATASETS
 from zarr.storage import LocalStore, WrapperStore
 
 from benchmarks.bench_loading import samples_per_second

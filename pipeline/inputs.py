@@ -28,6 +28,7 @@ from contract.formats import (
     MAX_IMAGE_PIXELS,
     FixedLayout,
     RaggedLayout,
+    SampleName,
     Skip,
     Split,
     SplitLayout,
@@ -159,13 +160,20 @@ def _discovered(fs, root: str, raw: str, dataset: Dataset) -> dict[str, SplitSou
     for path in sorted(fs.ls(f"{root}/{dataset.img_dir}", detail=False)):
         name = posixpath.basename(path.rstrip("/"))
         if fs.isdir(path):
-            try:
-                TypeAdapter(Split).validate_python(name)
-            except ValidationError:
-                raise PipelineError(f"{raw}/{dataset.img_dir}/{name}: not a split name (lower-case letters, digits and '_')") from None
+            if not _valid(Split, name):
+                raise PipelineError(f"{raw}/{dataset.img_dir}/{name}: not a split name (lower-case letters, digits and '_')")
             labels = f"{dataset.ann_dir}/{name}"
             sources[name] = SplitSource(img_dir=f"{dataset.img_dir}/{name}", ann_dir=labels if fs.isdir(f"{root}/{labels}") else None)
     return sources
+
+
+def _valid(kind: Any, value: str) -> bool:
+    """Whether ``value`` is of one of the contract's text types (a split or sample name)."""
+    try:
+        TypeAdapter(kind, config={"regex_engine": "python-re"}).validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def _list_split(fs, root: str, raw: str, dataset: Dataset, source: SplitSource, listings: dict) -> list[tuple[str, str, str | None]]:
@@ -184,6 +192,8 @@ def _list_split(fs, root: str, raw: str, dataset: Dataset, source: SplitSource, 
     for stem in stems:
         name = posixpath.basename(stem)
         image = f"{source.img_dir}/{stem}{dataset.img_suffix}"
+        if not _valid(SampleName, name):
+            raise PipelineError(f"{raw}/{image}: its name is no sample name (printable, at most 255 characters)")
         if name in seen:
             raise PipelineError(f"{raw}/{image}: a second sample named {name!r} in this split (the first: {raw}/{seen[name]})")
         seen[name] = image

@@ -24,7 +24,7 @@ from PIL import Image
 
 from contract.bundle import verify_bundle
 from contract.canonical import canonical_store_object
-from contract.errors import FormatError
+from contract.errors import FormatError, UserError
 from contract.formats import DatasetDescription, RaggedLayout, SplitLayout, StoreAttributes, padded_size, ragged_offsets
 from pipeline.bundle import publish
 from pipeline.datasets import cityscapes, mmseg_palette, resolve_dataset
@@ -223,6 +223,9 @@ def test_planning_refuses_split_files_that_leave_the_tree_and_names_given_twice(
     (raw / "images" / "sub" / "a.jpg").write_bytes((raw / "images" / "a.jpg").read_bytes())
     with pytest.raises(PipelineError, match="images/sub/a.jpg: a second sample named 'a' in this split"):
         plan(raw, {"splits": {"train": {"img_dir": "images"}}})
+    (raw / "list.txt").write_text("a" * 300 + "\n")
+    with pytest.raises(PipelineError, match="its name is no sample name"):
+        plan(raw, {"splits": {"train": {"img_dir": "images", "split_file": "list.txt"}}})
 
 
 # --- the oracle: mmseg's own dataset classes on the raw tree -----------------------------------------
@@ -349,7 +352,6 @@ def test_the_cloud_refuses_a_model_of_other_classes_and_windows_that_cut_blocks(
     encrypted blocks into noise): refused before the first step."""
     from types import SimpleNamespace
 
-    from contract.errors import UserError
     from training.hooks import check_classes, inference_problems
 
     ade20k = resolve_dataset("ade20k").description
@@ -394,6 +396,9 @@ def test_a_ragged_store_resumes_repairs_and_skips_like_a_fixed_one(tmp_path, das
         encrypt_dataset(str(raw), str(store), None, on_error=OnError.SKIP, resize=(64, 32), **run)
     publish(str(store), str(plain_checkpoint), str(tmp_path / "bundle"), generate())
     init_default_scope("mmseg")
-    cloud = DATASETS.build(dict(type="ZarrSegDataset", bundle=str(tmp_path / "bundle"), split="train",
-                                manifest_sha256=verify_bundle(str(tmp_path / "bundle")).manifest_sha256, pipeline=[]))  # fmt: skip
+    config = dict(type="ZarrSegDataset", bundle=str(tmp_path / "bundle"), split="train", pipeline=[],
+                  manifest_sha256=verify_bundle(str(tmp_path / "bundle")).manifest_sha256)  # fmt: skip
+    cloud = DATASETS.build(config)
     assert [cloud.get_data_info(i)["img_path"] for i in range(len(cloud))] == [f"ADE_train_{i:08d}" for i in (1, 2, 3, 5)]
+    with pytest.raises(UserError, match="sets reduce_zero_label, but .* says what its labels mean: .*ade20k, 150 classes"):
+        DATASETS.build(dict(config, reduce_zero_label=False))  # what the owner stored is what the labels mean

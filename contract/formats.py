@@ -29,9 +29,6 @@ T = TypeVar("T")
 SPLITS = ("train", "val", "test")
 LABELLED = {"train": True, "val": True, "test": False}  # Cityscapes' test labels are dummies
 CHANNEL_ORDER = "RGB"  # what the store holds and the checkpoints read
-# The PNG text chunk in which an encrypted query names its cipher (CipherSpec JSON): the cloud checks it
-# against the model, so that a query of another key (or a plain image) is refused, not segmented into noise.
-QUERY_TAG = "cipherseg-cipher"
 METHODS = ("baseline", "proposed", "conventional1", "conventional2")
 _HEX = re.compile(r"[0-9a-f]+")
 

@@ -11,7 +11,6 @@ changed or repaired input redoes exactly the shard that holds it.
 from __future__ import annotations
 
 import hashlib
-import struct
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,11 +19,8 @@ from typing import Any
 from fsspec.core import url_to_fs
 
 from contract.formats import LABELLED, SPLITS, Skip
+from contract.query import PNG_GREY, PNG_HEADER_BYTES, image_problem, png_header
 from pipeline.errors import OnError, PipelineError
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_RGB, PNG_GREY = 2, 0  # IHDR colour types
-PNG_HEADER_BYTES = 26
 
 
 @dataclass(frozen=True)
@@ -85,28 +81,6 @@ def label_path(image: str) -> str:
     """leftImg8bit/<split>/<city>/<name>_leftImg8bit.png -> gtFine/.../<name>_gtFine_labelIds.png"""
     _, split, city, file = image.split("/")
     return f"gtFine/{split}/{city}/{file.removesuffix('_leftImg8bit.png')}_gtFine_labelIds.png"
-
-
-def png_header(data: bytes | Exception) -> tuple[int, int, int, int] | None:
-    """(height, width, bit depth, colour type) from the first 26 bytes of a PNG, None if not a PNG."""
-    if isinstance(data, Exception) or len(data) < PNG_HEADER_BYTES or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", data[16:24])
-    return height, width, data[24], data[25]
-
-
-def image_problem(header: tuple[int, int, int, int] | None, block_size: int | None, shape=None) -> str | None:
-    """Why an image with this PNG header cannot be encrypted (None: it can)."""
-    if header is None:
-        return "not a PNG file"
-    height, width, depth, colour = header
-    if (depth, colour) != (8, PNG_RGB):
-        return f"not an 8-bit RGB PNG (bit depth {depth}, colour type {colour}{', with alpha' if colour == 6 else ''})"
-    if block_size and (height % block_size or width % block_size):
-        return f"image size {height}x{width} is not a multiple of the block size {block_size}"
-    if shape and (height, width) != shape:
-        return f"image size {height}x{width} differs from the other images of its split ({shape[0]}x{shape[1]})"
-    return None
 
 
 def _plan_split(raw, split, paths, labels, entries, headers, block_size, policy: OnError) -> SplitPlan:

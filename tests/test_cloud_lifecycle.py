@@ -15,8 +15,6 @@ import pytest
 import torch
 import zarr
 from mmengine.config import Config
-from mmengine.runner import load_checkpoint
-from mmseg.apis import init_model
 from mmseg.registry import RUNNERS
 from safetensors import safe_open
 
@@ -31,7 +29,7 @@ from pipeline.query import encrypt_queries, write_rgb
 from pipeline.weights import encrypt_checkpoint
 from training import export, predict, test, train
 from training.checkpoint import load_pth
-from training.predict import segment
+from training.inference import Segmenter
 from training.transforms import contrast_about_grey
 
 pytest_plugins = ["training_fixtures"]
@@ -119,8 +117,8 @@ def test_test_and_predict_refuse_what_is_not_the_models(owner, other, trained, t
 
 def test_a_corrupt_query_is_one_line(owner, trained, tmp_path, capfd):
     image = np.random.default_rng(0).integers(0, 256, (*owner.size, 3), dtype=np.uint8)
-    query = write_rgb(tmp_path / "query.png", image)
-    query.write_bytes(query.read_bytes()[:200])  # the header survives: found when decoding
+    query = write_rgb(tmp_path / "query.png", image, owner.key.spec())
+    query.write_bytes(query.read_bytes()[:200])  # the header and the tag survive: found when decoding
     code = predict.main([str(a) for a in (PROPOSED, trained, "--bundle", owner.bundles["encrypted"], "--inputs", query, "--out", tmp_path / "out")])
     lines = capfd.readouterr().err.strip().splitlines()  # OpenCV writes to the process's stderr, not Python's
     assert code == 2 and lines[-1] == f"error: {query}: not a readable image"
@@ -152,15 +150,14 @@ def test_predict_takes_files_folders_and_globs_and_writes_cityscapes_maps(owner,
     assert cv2.imread(str(out / "legend.png")).shape[0] == 19 * 24
 
 
-def model_of(config: str, bundle: Path, checkpoint: Path):
+def model_of(config: str, bundle: Path, checkpoint: Path) -> Segmenter:
     from training.config import load_config
-    from training.runner import resolve_bundle
 
-    cfg = load_config(config, str(bundle))
-    resolve_bundle(cfg)
-    model = init_model(cfg, device="cpu")
-    load_checkpoint(model, str(checkpoint), map_location="cpu")
-    return model
+    return Segmenter(load_config(config, str(bundle)), str(checkpoint), "cpu")
+
+
+def segment(model: Segmenter, image: np.ndarray) -> np.ndarray:
+    return model.segment([image])[0]
 
 
 @pytest.mark.parametrize("route", ["training checkpoint", "export"])

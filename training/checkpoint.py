@@ -16,12 +16,10 @@ import fsspec
 import numpy as np
 import torch
 from mmengine.hooks import Hook
-from mmengine.logging import HistoryBuffer
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, CheckpointLoader
 from mmseg.models.backbones import BEiT, VisionTransformer
 from mmseg.registry import HOOKS
-from numpy._core.multiarray import _reconstruct, scalar
 from fsspec.core import url_to_fs
 from safetensors.torch import load as load_safetensors_bytes
 
@@ -37,26 +35,7 @@ from contract.formats import (
     describe_cipher,
 )
 from training.provenance import SAFETENSORS_METADATA, check_reads, model_reads
-# What mmengine's full training checkpoints hold besides tensors (the message hub's logs, numpy
-# arrays and scalars): allowed for torch.load's weights_only mode, the default since torch 2.6, so
-# that --resume works without unpickling arbitrary code. numpy pickles scalars' dtypes through
-# getattr; weights_only still refuses to call anything it fetches that is not in this list. Allowed
-# only while mmengine loads a .pth (load_pth), not process-wide: the owner's tools refuse them.
-RESUME_GLOBALS = [
-    HistoryBuffer,
-    np.ndarray,
-    np.dtype,
-    _reconstruct,
-    scalar,
-    getattr,
-    *(type(np.dtype(code)) for code in "?bBhHiIlLqQefdg"),
-]
-
-
-def load_pth(filename: str, map_location: Any = None) -> dict[str, Any]:
-    """An mmengine checkpoint (local or an fsspec URL), unpickled in weights_only mode with RESUME_GLOBALS."""
-    with fsspec.open(filename, "rb") as f, torch.serialization.safe_globals(RESUME_GLOBALS):
-        return torch.load(f, map_location=map_location, weights_only=True)
+from training.pth import load_pth
 
 
 def load_safetensors(filename: str, map_location: Any = None) -> dict[str, Any]:

@@ -39,11 +39,13 @@ def load_config(
     """The config at ``config`` for this bundle, signer and storage options, with overrides applied.
 
     The runner (training.runner) verifies the bundle and resolves the config's ``{bundle}`` paths.
-    ``work_dir`` defaults to ``work_dirs/<config name>``.
+    ``work_dir`` defaults to ``work_dirs/<config name>``. The config's ``custom_imports`` (for mmseg's own
+    tools) are not imported: reading a config stays cheap, and the commands call
+    ``training.plugin.register()`` before they build anything from it.
     """
     if not Path(config).is_file():
         raise UserError(f"{config}: no such config file")
-    cfg = Config.fromfile(str(config))
+    cfg = Config.fromfile(str(config), import_custom_modules=False)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     cfg.bundle = bundle

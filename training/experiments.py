@@ -17,7 +17,7 @@ touches a key. Every owner step (sample, keygen, encrypt, encrypt-weights, publi
 augmentation, encrypting conventional 1's fine-tuned model, and encrypt-query for Fig. 4) runs through
 the owner's command line, ``python -m pipeline.run``, in a subprocess, on an owner root under
 ``--work`` that the runner only passes around as paths; the cloud steps read the published bundles
-(``python -m training.train``, then :func:`training.test.evaluate` and :func:`training.predict.segment`).
+(``python -m training.train``, then :func:`training.test.evaluate` and :class:`training.inference.Segmenter`).
 
 Small scale (``docs/table1-small``: about 50 minutes on 2 CPU cores)::
 
@@ -674,24 +674,20 @@ def fig5(title: str, models: dict[str, tuple[object, Path]], bundles: dict[str, 
     ``examples`` val images (one column each), with the Cityscapes palette's legend."""
     import torch
     from matplotlib.patches import Patch
-    from mmengine.runner import load_checkpoint
-    from mmseg.apis import init_model
-    from mmseg.datasets import CityscapesDataset
 
-    from training.predict import segment
+    from training.inference import LabelMaps, Segmenter
     from training.store import open_store
 
     plt = _pyplot()
     plain, encrypted = (open_store(str(bundles[kind] / "dataset.zarr"))["val"] for kind in ("plain", "encrypted"))
-    colours = np.zeros((256, 3), np.uint8)  # black for 255 (ignored)
-    colours[:19] = CityscapesDataset.METAINFO["palette"]
+    maps = LabelMaps.cityscapes()
+    colours = maps.colours  # black for 255 (ignored)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     predictions = {}
     for name, (cfg, checkpoint) in models.items():
-        model = init_model(cfg, device=device)  # not init_model's checkpoint: it wants mmengine's 'meta'
-        load_checkpoint(model, str(checkpoint), map_location=device)
+        segmenter = Segmenter(cfg, str(checkpoint), device)
         source = plain if METHODS[name].bundle == "plain" else encrypted
-        predictions[METHODS[name].label] = [colours[segment(model, source["images"][i])] for i in range(examples)]
+        predictions[METHODS[name].label] = [colours[m] for m in segmenter.segment([source["images"][i] for i in range(examples)])]
     panels = {"input": [plain["images"][i] for i in range(examples)],
               "encrypted input": [encrypted["images"][i] for i in range(examples)],
               "ground truth": [colours[plain["labels"][i]] for i in range(examples)], **predictions}  # fmt: skip
@@ -704,7 +700,7 @@ def fig5(title: str, models: dict[str, tuple[object, Path]], bundles: dict[str, 
             axes[i, j].imshow(image, interpolation="nearest")
             axes[i, j].set_xticks([])
             axes[i, j].set_yticks([])
-    classes = [*CityscapesDataset.METAINFO["classes"], "ignored"]
+    classes = [*maps.classes, "ignored"]
     handles = [Patch(facecolor=colours[i if i < 19 else 255] / 255, edgecolor="0.5", label=c) for i, c in enumerate(classes)]
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=9, frameon=False)
     fig.suptitle(f"Segmentation maps ({title}; val images)", fontsize=11)

@@ -22,7 +22,7 @@ def export(checkpoint: str, out: str | Path) -> Path:
     """Write the weights and provenance of the mmengine checkpoint ``checkpoint`` as safetensors at ``out``."""
     from safetensors.torch import save_file
 
-    from training.checkpoint import load_pth
+    from training.pth import load_pth
     from training.provenance import model_reads
 
     if not Path(checkpoint).is_file() and "://" not in checkpoint:

@@ -4,7 +4,8 @@
 Inputs are PNG files, folders of them, or glob patterns. A model trained on encrypted data segments
 encrypted queries: the user's ``--stage encrypt-query`` names the key in each file, and a query of
 another key, or a plain image, is refused rather than segmented into noise; a plain model takes
-plain images. Their sides must be multiples of the patch size. Per input, at the input's size:
+plain images. Their sides must be multiples of the patch size (contract.query says all a query must be).
+The checks come before the model's libraries load: a refusal takes seconds. Per input, at the input's size:
 ``<name>_trainIds.png`` (Cityscapes trainIds, 255 where nothing is predicted), ``<name>_labelIds.png``
 (Cityscapes labelIds, what cityscapesscripts' evaluation reads) and ``<name>_color.png`` (the
 Cityscapes palette); ``--legend`` adds ``legend.png``, the palette's colours and class names.
@@ -14,30 +15,13 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from contract.errors import UserError, run_reporting
-from contract.formats import QUERY_TAG, CipherSpec, describe_cipher
+from contract.query import QueryRefused, check_query
 from training.config import add_common_arguments
-
-def segment(model, image: np.ndarray) -> np.ndarray:
-    """The trainId map (H, W uint8) of one RGB image (H, W, 3 uint8)."""
-    import torch
-    from mmseg.structures import SegDataSample
-
-    shape = image.shape[:2]
-    data = dict(
-        inputs=[torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)],
-        data_samples=[SegDataSample(metainfo=dict(img_shape=shape, ori_shape=shape))],
-    )
-    with torch.no_grad():
-        result = model.test_step(data)[0]
-    return result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -57,111 +41,57 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return list(found)
 
 
-def read_query(path: Path, patch: int) -> tuple[np.ndarray, CipherSpec | None]:
-    """An RGB query image and the cipher it says it is encrypted with (None: it says nothing)."""
-    import cv2
-    from PIL import Image
-
-    try:
-        with Image.open(path) as png:
-            tag = png.text.get(QUERY_TAG) if png.format == "PNG" else None
-    except OSError:
-        raise UserError(f"{path}: not a readable image") from None
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise UserError(f"{path}: not a readable image")
-    if bgr.shape[0] % patch or bgr.shape[1] % patch:
-        raise UserError(f"{path}: size {bgr.shape[0]}x{bgr.shape[1]} is not a multiple of the patch size {patch}")
-    cipher = CipherSpec.parse(json.loads(tag), str(path)) if tag else None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), cipher
-
-
 def predict(
     cfg,
     checkpoint: str,
     inputs: Iterable[Path],
     out: str | Path,
     *,
-    bundle: CipherSpec | None,
-    device: str = "cpu",
+    device: str = "auto",
     legend: bool = False,
 ) -> list[Path]:
     """Segment every input with the model at ``checkpoint``; write the label maps to ``out``, return their paths.
 
-    Refuses a model that does not read the data of the bundle (whose cipher is ``bundle``), and any
-    query that is not of the model's cipher, before anything is written.
+    Refuses a model that does not read the data of the bundle ``cfg`` names, and any query that is not
+    of the model's cipher, before the model is loaded and anything is written. ``device``: as
+    :func:`training.config.select_device` takes it.
     """
-    import cv2
-    from mmengine.runner import load_checkpoint
-    from mmseg.apis import init_model
+    from training.config import select_device
+    from training.inference import FORMATS, LabelMaps, Segmenter, check_model, decode_query
 
-    from training.progress import Progress
-    from training.provenance import check_reads, model_reads
-
-    reads, _ = model_reads(checkpoint)
-    check_reads(checkpoint, reads, bundle, f"the bundle {cfg.bundle}")
-    patch = cfg.model.backbone.patch_size
-    queries = []
+    reads = check_model(cfg, checkpoint)
+    block_size = cfg.model.backbone.patch_size
+    inputs = list(inputs)
     for path in inputs:
-        image, cipher = read_query(path, patch)
-        if cipher != reads:
-            raise UserError(
-                f"{path}: {'a query of ' + describe_cipher(cipher) if cipher else 'names no key (not made by --stage encrypt-query)'}"
-                f", but the model reads images of {describe_cipher(reads)}"
-            )
-        queries.append((path, image))
+        _refusing(path, lambda data: check_query(data, reads, block_size))
 
-    model = init_model(cfg, device=device)  # not init_model's checkpoint: it expects mmengine's meta in every file
-    load_checkpoint(model, checkpoint, map_location=device)
+    from training.progress import Progress  # mmseg's: after the checks
+
+    segmenter = Segmenter(cfg, checkpoint, select_device(device))
+    maps = LabelMaps.cityscapes()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    colours, label_ids = _palette()
     written = []
-    with Progress(len(queries), "predict") as progress:
-        for path, image in queries:
-            train_ids = segment(model, image)
-            for suffix, result in (
-                ("trainIds", train_ids),
-                ("labelIds", label_ids[train_ids]),
-                ("color", cv2.cvtColor(colours[train_ids], cv2.COLOR_RGB2BGR)),
-            ):
-                target = out / f"{path.stem}_{suffix}.png"
-                if not cv2.imwrite(str(target), result):
-                    raise UserError(f"{target}: could not write the image")
+    with Progress(len(inputs), "predict") as progress:
+        for path in inputs:
+            (train_ids,) = segmenter.segment([_refusing(path, lambda data: decode_query(data, reads, block_size))])
+            for fmt in FORMATS:
+                target = out / f"{path.stem}_{fmt}.png"
+                target.write_bytes(maps.png(train_ids, fmt))
                 written.append(target)
             progress.update()
     if legend:
-        written.append(_write_legend(out / "legend.png", colours))
+        (out / "legend.png").write_bytes(maps.legend())
+        written.append(out / "legend.png")
     return written
 
 
-def _palette() -> tuple[np.ndarray, np.ndarray]:
-    """trainId -> RGB colour (black for 255 and anything unknown), and trainId -> labelId (0 'unlabeled')."""
-    from cityscapesscripts.helpers.labels import trainId2label
-    from mmseg.datasets import CityscapesDataset
-
-    colours = np.zeros((256, 3), np.uint8)
-    colours[: len(CityscapesDataset.METAINFO["palette"])] = CityscapesDataset.METAINFO["palette"]
-    label_ids = np.zeros(256, np.uint8)
-    for train_id, label in trainId2label.items():
-        if 0 <= train_id < 255:
-            label_ids[train_id] = label.id
-    return colours, label_ids
-
-
-def _write_legend(path: Path, colours: np.ndarray) -> Path:
-    """The 19 classes' colours and names, one row each."""
-    import cv2
-    from mmseg.datasets import CityscapesDataset
-
-    classes = CityscapesDataset.METAINFO["classes"]
-    row = 24
-    legend = np.full((row * len(classes), 200, 3), 255, np.uint8)
-    for i, name in enumerate(classes):
-        legend[i * row + 2 : (i + 1) * row - 2, 4:40] = colours[i]
-        cv2.putText(legend, name, (48, (i + 1) * row - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.imwrite(str(path), cv2.cvtColor(legend, cv2.COLOR_RGB2BGR))
-    return path
+def _refusing(path: Path, use):
+    """``use`` of the bytes of the query at ``path``; a refusal is one line naming the file."""
+    try:
+        return use(path.read_bytes())
+    except QueryRefused as error:
+        raise UserError(f"{path}: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,17 +107,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> None:
-    from training.plugin import register
+    from training.config import config_from_arguments
 
-    register()
-    from training.config import config_from_arguments, select_device
-    from training.runner import resolve_bundle
-
-    device = select_device(args.device)
     inputs = expand_inputs(args.inputs)
-    cfg = config_from_arguments(args)
-    bundle = resolve_bundle(cfg).manifest.cipher
-    predict(cfg, args.checkpoint, inputs, args.out, bundle=bundle, device=device, legend=args.legend)
+    predict(config_from_arguments(args), args.checkpoint, inputs, args.out, device=args.device, legend=args.legend)
     print(f"{len(inputs)} label maps written to {args.out}")
 
 

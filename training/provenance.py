@@ -30,7 +30,7 @@ def model_reads(checkpoint: str, loaded: Mapping[str, Any] | None = None) -> tup
         if checkpoint.endswith(".safetensors"):  # the header says it all: no need to read the tensors
             fs, path = url_to_fs(checkpoint)
             return _of_metadata(read_safetensors_header(fs, path, checkpoint)[0], checkpoint)
-        from training.checkpoint import load_pth
+        from training.pth import load_pth
 
         loaded = load_pth(checkpoint, map_location="cpu")
     meta = loaded.get("meta") or {}

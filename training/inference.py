@@ -1,0 +1,177 @@
+"""The cloud's segmentation core, shared by ``training.predict`` and ``training.serve``: a fine-tuned model
+checked against its bundle and loaded once, queries checked and decoded, images segmented alone or in
+batches, and the label maps' formats.
+
+Batches: images of one size go through the model in one forward pass (mmseg's slide inference runs each
+window for the whole batch at once), and each image gets exactly the map it gets alone. On a CPU that
+takes one setting: oneDNN's convolutions choose their algorithm by batch size (measured: logits 1e-6
+apart between a batch and its images alone, on the tiny SETR PUP and MLA heads and UperNet), so the
+forward pass runs with oneDNN off; PyTorch's own convolution computes each image of a batch alone, and
+was no slower on the tiny configs. Elsewhere (CUDA) :meth:`Segmenter.batches_exactly` checks it on the
+model's own windows, and the service batches only where it holds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from contract.formats import CipherSpec
+from contract.query import QueryRefused, check_query
+
+# The maps a query gets: Cityscapes trainIds (255 where nothing is predicted), labelIds (what
+# cityscapesscripts' evaluation reads) and the Cityscapes palette's colours.
+FORMATS = ("trainIds", "labelIds", "color")
+
+
+def check_model(cfg, checkpoint: str) -> CipherSpec | None:
+    """Verify the bundle ``cfg`` names (pointing the config at it) and that the model at ``checkpoint`` reads
+    its data; the cipher of the images the model reads (None: plain). Imports neither mmseg nor, for a
+    safetensors checkpoint, torch: a refusal comes before the model's libraries load."""
+    from training.bundle import resolve_bundle
+    from training.provenance import check_reads, model_reads
+
+    verified = resolve_bundle(cfg)
+    reads, _ = model_reads(checkpoint)
+    check_reads(checkpoint, reads, verified.manifest.cipher, f"the bundle {cfg.bundle}")
+    return reads
+
+
+def decode_query(data: bytes, reads: CipherSpec | None, block_size: int) -> np.ndarray:
+    """The RGB image (H, W, 3 uint8) of a query for a model that reads images of ``reads`` in blocks of
+    ``block_size``: checked (:func:`contract.query.check_query`), then decoded; QueryRefused saying why not."""
+    import cv2
+
+    check_query(data, reads, block_size)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    if image is None:
+        raise QueryRefused(QueryRefused.CORRUPT, "not a readable image")
+    return image
+
+
+class Segmenter:
+    """The model at ``checkpoint``, loaded once on ``device`` (check it first: :func:`check_model`)."""
+
+    def __init__(self, cfg, checkpoint: str, device: str) -> None:
+        from training.plugin import register
+
+        register()
+        from mmengine.runner import load_checkpoint
+        from mmseg.apis import init_model
+
+        self.block_size: int = cfg.model.backbone.patch_size
+        self.window = tuple(cfg.model.test_cfg.get("crop_size") or (4 * self.block_size,) * 2)
+        self.device = device
+        self.model = init_model(cfg, device=device)  # not init_model's checkpoint: it expects mmengine's meta in every file
+        load_checkpoint(self.model, checkpoint, map_location=device)
+
+    def segment(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The trainId map (H, W uint8) of each RGB image (H, W, 3 uint8); the images of one size go through the
+        model in one forward pass."""
+        by_shape = defaultdict(list)
+        for index, image in enumerate(images):
+            by_shape[image.shape].append(index)
+        maps: list[np.ndarray] = [None] * len(images)  # type: ignore[list-item]  # each filled below
+        for indices in by_shape.values():
+            for index, result in zip(indices, self._forward([images[i] for i in indices])):
+                maps[index] = result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+        return maps
+
+    def batches_exactly(self, batch_size: int) -> bool:
+        """Whether ``batch_size`` random images of one window, segmented together, get exactly the logits each
+        gets alone on this device."""
+        import torch
+
+        generator = torch.Generator().manual_seed(0)
+        images = [torch.randint(0, 256, (*self.window, 3), dtype=torch.uint8, generator=generator).numpy() for _ in range(batch_size)]
+        together = self._forward(images)
+        return all(
+            torch.equal(self._forward([image])[0].seg_logits.data, result.seg_logits.data)
+            for image, result in zip(images, together)
+        )
+
+    def _forward(self, images: Sequence[np.ndarray]) -> list:
+        """mmseg's test step on images of one size: their SegDataSamples."""
+        import torch
+        from mmseg.structures import SegDataSample
+
+        shape = images[0].shape[:2]
+        data = dict(
+            inputs=[torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1) for image in images],
+            data_samples=[SegDataSample(metainfo=dict(img_shape=shape, ori_shape=shape)) for _ in images],
+        )
+        with torch.no_grad(), _without_onednn():
+            return self.model.test_step(data)
+
+
+@contextmanager
+def _without_onednn():
+    """oneDNN off for a forward pass (see the module docstring), as it was afterwards."""
+    import torch
+
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+
+
+@dataclass(frozen=True)
+class LabelMaps:
+    """The Cityscapes classes, by trainId: colour (RGB; black for 255 and anything unknown) and labelId (0,
+    'unlabeled', for 255)."""
+
+    classes: tuple[str, ...]
+    colours: np.ndarray  # (256, 3) uint8
+    label_ids: np.ndarray  # (256,) uint8
+
+    @classmethod
+    def cityscapes(cls) -> LabelMaps:
+        from cityscapesscripts.helpers.labels import trainId2label
+        from mmseg.datasets import CityscapesDataset
+
+        palette = CityscapesDataset.METAINFO["palette"]
+        colours = np.zeros((256, 3), np.uint8)
+        colours[: len(palette)] = palette
+        label_ids = np.zeros(256, np.uint8)
+        for train_id, label in trainId2label.items():
+            if 0 <= train_id < 255:
+                label_ids[train_id] = label.id
+        return cls(tuple(CityscapesDataset.METAINFO["classes"]), colours, label_ids)
+
+    def png(self, train_ids: np.ndarray, fmt: str) -> bytes:
+        """A trainId map as a PNG of the format ``fmt`` (one of :data:`FORMATS`)."""
+        import cv2
+
+        if fmt == "labelIds":
+            image = self.label_ids[train_ids]
+        elif fmt == "color":
+            image = cv2.cvtColor(self.colours[train_ids], cv2.COLOR_RGB2BGR)
+        else:
+            image = train_ids
+        return _png(image)
+
+    def legend(self) -> bytes:
+        """A PNG of the classes' colours and names, one row each."""
+        import cv2
+
+        row = 24
+        legend = np.full((row * len(self.classes), 200, 3), 255, np.uint8)
+        for i, name in enumerate(self.classes):
+            legend[i * row + 2 : (i + 1) * row - 2, 4:40] = self.colours[i]
+            cv2.putText(legend, name, (48, (i + 1) * row - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        return _png(cv2.cvtColor(legend, cv2.COLOR_RGB2BGR))
+
+
+def _png(image: np.ndarray) -> bytes:
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode an image of shape {image.shape} as PNG")
+    return encoded.tobytes()

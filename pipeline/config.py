@@ -36,6 +36,9 @@ class Options:
     checkpoint: str | None = None
     out: str | None = None  # the output of the stages that write one file tree or file
     query: tuple[str, ...] = ()
+    server: str = "http://127.0.0.1:8000"  # the cloud's segmentation service (`make serve` starts one here)
+    concurrency: int = 4
+    legend: bool = False
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     scheduler: str | None = None
     on_error: OnError = OnError.FAIL
@@ -126,6 +129,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "plain": _flag,
     "names": _names,
     "query": _names,
+    "concurrency": _integer(1),
+    "legend": _flag,
     "audit_images": _integer(2),
     "block_size": _integer(1),
     "negative_positive": _flag,

@@ -131,6 +131,18 @@ def stage_encrypt_query(o: Options) -> None:
     log.info("wrote %d encrypted queries to %s", len(written), out)
 
 
+def stage_query(o: Options) -> None:
+    """User side: have the cloud's service (--server) segment query images (--query), encrypted in memory; maps to --out."""
+    from pipeline import client, keys
+
+    if not o.query:
+        raise PipelineError("--stage query needs --query IMAGE [IMAGE ...]")
+    out = o.out or "data/owner/maps"
+    key = keys.load(o.key_path)
+    client.segment_queries(o.server, o.query, key, out, concurrency=o.concurrency, legend=o.legend)
+    log.info("wrote the maps of %d queries to %s", len(o.query), out)
+
+
 def stage_publish(o: Options) -> None:
     """Publish the store and checkpoint as the cloud's bundle, signed by the owner and free of the key."""
     from contract.signing import save_signer
@@ -210,6 +222,7 @@ STAGES: dict[str, Callable[[Options], None]] = {
     "publish": stage_publish,
     "verify": stage_verify,
     "encrypt-query": stage_encrypt_query,
+    "query": stage_query,
     "audit": stage_audit,
     "all": stage_all,
 }
@@ -242,8 +255,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--encrypted-weights", metavar="PATH", help="the encrypted checkpoint written for the cloud")
     p.add_argument("--bundle", metavar="PATH|URL", help="the published bundle")
     p.add_argument("--checkpoint", metavar="PATH", help="a fine-tuned checkpoint: encrypted for decrypt-weights, plain for encrypt-weights")
-    p.add_argument("--query", nargs="+", metavar="IMAGE", help="encrypt-query: the user's images")
-    p.add_argument("--out", metavar="PATH", help="output of augment, decrypt, decrypt-weights, encrypt-weights --checkpoint, encrypt-query, audit")
+    p.add_argument("--query", nargs="+", metavar="IMAGE", help="encrypt-query, query: the user's images (plain PNG)")
+    p.add_argument("--server", metavar="URL", help="query: the cloud's segmentation service (python -m training.serve)")
+    p.add_argument("--concurrency", metavar="N", help="query: requests at once")
+    p.add_argument("--legend", action="store_true", default=None, help="query: also write legend.png (class colours and names)")
+    p.add_argument("--out", metavar="PATH", help="output of augment, decrypt, decrypt-weights, encrypt-weights --checkpoint, encrypt-query, query, audit")
     p.add_argument("--workers", metavar="N", help="local worker processes (default: all cores)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, tcp://host:port")
     p.add_argument("--on-error", metavar="fail|skip", help="bad input files: stop, or skip and record")

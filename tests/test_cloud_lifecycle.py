@@ -7,7 +7,6 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -20,13 +19,9 @@ from safetensors import safe_open
 
 from contract.errors import UserError
 from contract.formats import ModelProvenance
-from contract.signing import save_signer
 from pipeline import run as owner_cli
-from pipeline.bundle import publish
-from pipeline.encrypt import encrypt_dataset
 from pipeline.keys import generate, save
 from pipeline.query import encrypt_queries, write_rgb
-from pipeline.weights import encrypt_checkpoint
 from training import export, predict, test, train
 from training.checkpoint import load_pth
 from training.inference import Segmenter
@@ -39,18 +34,10 @@ PROPOSED, BASELINE = str(CONFIGS / "setr_tiny_naive_proposed.py"), str(CONFIGS /
 ITERS = 4
 
 
-def keyed_bundle(owner, root: Path, key, scheduler: str) -> SimpleNamespace:
-    """The owner's data encrypted and published with ``key``; the bundle and its signer file."""
-    encrypt_dataset(str(owner.raw), str(root / "store.zarr"), key, workers=1, scheduler=scheduler)
-    encrypt_checkpoint(owner.weights, owner.arch, key, root / "backbone.safetensors")
-    publish(str(root / "store.zarr"), str(root / "backbone.safetensors"), str(root / "bundle"), key)
-    return SimpleNamespace(key=key, bundle=root / "bundle", signer=save_signer(key.signer(), root / "signer.json"))
-
-
 @pytest.fixture(scope="module")
-def other(owner, tmp_path_factory, dask_scheduler):
+def other(keyed_bundle, tmp_path_factory):
     """The same images published by another owner, with another key."""
-    return keyed_bundle(owner, tmp_path_factory.mktemp("other"), generate(), dask_scheduler)
+    return keyed_bundle(tmp_path_factory.mktemp("other"), generate())
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +179,8 @@ def test_contrast_about_grey_commutes_with_inversion():
 
 
 @pytest.fixture(scope="module")
-def negative_positive(owner, tmp_path_factory, dask_scheduler):
-    return keyed_bundle(owner, tmp_path_factory.mktemp("np"), generate(negative_positive=True), dask_scheduler)
+def negative_positive(keyed_bundle, tmp_path_factory):
+    return keyed_bundle(tmp_path_factory.mktemp("np"), generate(negative_positive=True))
 
 
 def losses_and_predictions(config: str, bundle: Path, signer: Path, work_dir: Path, **options):

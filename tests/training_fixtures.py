@@ -1,7 +1,8 @@
 """The data owner's side for the training tests, made with the owner's own tools: a synthetic Cityscapes
 tree, a random-init ViT-Ti/16 (the tiny configs' backbone), and from them a plain and an encrypted store
 and checkpoint (``owner.plain``, ``owner.encrypted``), each also published and signed by the owner
-(``owner.bundles``; the owner's public signer file is ``owner.signer``).
+(``owner.bundles``; the owner's public signer file is ``owner.signer``); ``keyed_bundle`` publishes the
+same data with another key.
 
 Use it from a test module with ``pytest_plugins = ["training_fixtures"]``; the bundles are made once
 per test session. The training package itself never sees the key.
@@ -9,6 +10,7 @@ per test session. The training package itself never sees the key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -58,3 +60,16 @@ def owner(tmp_path_factory, dask_scheduler) -> SimpleNamespace:
         bundles={kind: root / "bundles" / kind for kind in sources},
         signer=save_signer(key.signer(), root / "signer.json"),
     )
+
+
+@pytest.fixture(scope="session")
+def keyed_bundle(owner, dask_scheduler) -> Callable[[Path, Key], SimpleNamespace]:
+    """Publish the owner's data with another key: (folder, key) -> the key, the bundle and its signer file."""
+
+    def publish_with(root: Path, key: Key) -> SimpleNamespace:
+        encrypt_dataset(str(owner.raw), str(root / "store.zarr"), key, workers=1, scheduler=dask_scheduler)
+        encrypt_checkpoint(owner.weights, owner.arch, key, root / "backbone.safetensors")
+        publish(str(root / "store.zarr"), str(root / "backbone.safetensors"), str(root / "bundle"), key)
+        return SimpleNamespace(key=key, bundle=root / "bundle", signer=save_signer(key.signer(), root / "signer.json"))
+
+    return publish_with

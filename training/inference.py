@@ -3,7 +3,8 @@ checked against its bundle and loaded once, queries checked and decoded, images 
 batches, and the label maps' formats.
 
 Batches: images of one size go through the model in one forward pass (mmseg's slide inference runs each
-window for the whole batch at once), and each image gets exactly the map it gets alone. On a CPU that
+window for the whole batch at once; the service groups what it gathers by size), and each image gets
+exactly the map it gets alone. On a CPU that
 takes one setting: oneDNN's convolutions choose their algorithm by batch size (measured: logits 1e-6
 apart between a batch and its images alone, on the tiny SETR PUP and MLA heads and UperNet), so the
 forward pass runs with oneDNN off; PyTorch's own convolution computes each image of a batch alone, and
@@ -13,7 +14,6 @@ model's own windows, and the service batches only where it holds.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,16 +70,8 @@ class Segmenter:
         load_checkpoint(self.model, checkpoint, map_location=device)
 
     def segment(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The trainId map (H, W uint8) of each RGB image (H, W, 3 uint8); the images of one size go through the
-        model in one forward pass."""
-        by_shape = defaultdict(list)
-        for index, image in enumerate(images):
-            by_shape[image.shape].append(index)
-        maps: list[np.ndarray] = [None] * len(images)  # type: ignore[list-item]  # each filled below
-        for indices in by_shape.values():
-            for index, result in zip(indices, self._forward([images[i] for i in indices])):
-                maps[index] = result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-        return maps
+        """The trainId map (H, W uint8) of each RGB image (H, W, 3 uint8, all of one size), in one forward pass."""
+        return [result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8) for result in self._forward(images)]
 
     def batches_exactly(self, batch_size: int) -> bool:
         """Whether ``batch_size`` random images of one window, segmented together, get exactly the logits each

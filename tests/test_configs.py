@@ -74,3 +74,17 @@ def test_the_models_build(backbone, decoder):
     init_default_scope("mmseg")
     model = MODELS.build(load_config(path, "bundle").model)
     assert type(model.backbone).__name__ == "VisionTransformer"
+
+
+TINY = sorted((Path(__file__).parents[1] / "training" / "configs" / "tiny").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", TINY, ids=lambda path: path.stem)
+def test_tiny_windows_overlap_on_whole_blocks(path):
+    """Slide inference overlaps its windows (windows that only touch leave seams in the maps at their edges),
+    and every window starts on a block boundary (a window cutting blocks would read ciphertext as noise)."""
+    cfg = load_config(path, "bundle")
+    test_cfg, block = cfg.model.test_cfg, cfg.model.backbone.patch_size
+    assert test_cfg.mode == "slide"
+    for window, stride in zip(test_cfg.crop_size, test_cfg.stride):
+        assert stride < window and stride % block == 0 and window % block == 0

@@ -124,6 +124,9 @@ class LabelMaps:
 
     @classmethod
     def cityscapes(cls) -> LabelMaps:
+        from training.plugin import register
+
+        register()
         from cityscapesscripts.helpers.labels import trainId2label
         from mmseg.datasets import CityscapesDataset
 

@@ -28,8 +28,8 @@ model = dict(
     neck=dict(_delete_=True, type='Feature2Pyramid', embed_dim=768, rescales=[4, 2, 1, 0.5], norm_cfg=norm_cfg),
     decode_head=dict(in_channels=[768, 768, 768, 768]),
     auxiliary_head=dict(in_channels=768, in_index=2),
-    # BEiT reads inputs of its window's size only: the crop's windows, without overlap (128 per 512x1024).
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=crop_size))
+    # BEiT reads inputs of its window's size only: the crop's windows, overlapping by one block (no seams).
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(48, 48)))
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

@@ -32,7 +32,7 @@ from pipeline.errors import PipelineError
 from pipeline.keys import Key
 from pipeline.query import check_plain, decode_rgb, encode_rgb, read_bytes
 
-# About 30 s of backoff in all (0.25 s doubling up to 8 s, or what Retry-After says) before giving up.
+# About 30 s of backoff in all (at once, then 0.5 s doubling up to 8 s, or what Retry-After says) before giving up.
 RETRIES = Retry(
     total=8,
     backoff_factor=0.25,

@@ -27,7 +27,7 @@ from pipeline import keys
 from pipeline.cluster import local_cluster
 from pipeline.encrypt import encrypt_dataset
 from pipeline.shards import train_ids
-from pipeline.store import CODEC, DEFAULT_SHARD_SIZE
+from pipeline.zarr_store import CODEC, DEFAULT_SHARD_SIZE
 from pipeline.sample import write_sample
 
 COUNTS = {"train": 32, "val": 16, "test": 16}  # 8 shards of 8: four per worker, labelled and not

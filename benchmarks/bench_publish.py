@@ -58,14 +58,20 @@ def main() -> None:
             summary = publish(str(tmp / "store.zarr"), str(checkpoint), str(tmp / "bundle"), key)
 
         first_s, first_read = measured(first)
-        again_s, again_read = measured(lambda: publish(str(tmp / "store.zarr"), str(checkpoint), str(tmp / "bundle"), key))
+        again = None
+
+        def republish() -> None:
+            nonlocal again
+            again = publish(str(tmp / "store.zarr"), str(checkpoint), str(tmp / "bundle"), key)
+
+        again_s, again_read = measured(republish)
         published = summary.bytes
         print(f"{len(summary.manifest.objects)} objects, {published / 2**20:.0f} MiB ({sum(COUNTS.values())} images of "
               f"{SIZE[0]}x{SIZE[1]} and a {ARCH} checkpoint)")
         print(f"  first publish  {first_read / published:.3f} bytes read per byte published (target <= 1.10); "
               f"{first_s:.1f} s = {first_s / copy_s:.2f}x shutil.copytree ({copy_s:.1f} s)")
         print(f"  republish      {again_read / published:.3f} bytes read per byte published (target <= 1.10); "
-              f"{again_s:.1f} s, nothing copied again")
+              f"{again_s:.1f} s, {again.copied} of {len(again.manifest.objects)} objects written again (the checkpoint)")
 
 
 if __name__ == "__main__":

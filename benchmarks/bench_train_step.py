@@ -19,9 +19,8 @@ import numpy as np
 from mmengine.runner import Runner
 
 from pipeline import keys
-from pipeline.encrypt import encrypt_dataset
+from pipeline.job import build_bundle
 from pipeline.sample import write_random_vit, write_sample
-from pipeline.weights import encrypt_checkpoint
 from training.config import load_config
 
 ARCH = "vit_tiny_patch16_224"
@@ -48,10 +47,12 @@ def main() -> None:
         write_sample(raw, counts={"train": 8, "val": 1})
         weights = write_random_vit(tmp / f"{ARCH}.safetensors", ARCH)
         bundles = {}
-        for method, method_key in (("baseline", None), ("proposed", key)):
-            bundles[method] = tmp / method
-            encrypt_dataset(str(raw), str(tmp / method / "dataset.zarr"), method_key, workers=1)
-            encrypt_checkpoint(weights, ARCH, method_key, tmp / method / "backbone.safetensors")
+        for method in ("baseline", "proposed"):
+            bundles[method] = tmp / method / "bundle"
+            build_bundle(
+                raw, weights, ARCH, key, store=tmp / method / "dataset.zarr", checkpoint=tmp / method / "backbone.safetensors",
+                bundle=bundles[method], plain=method == "baseline", workers=1,
+            )  # fmt: skip
         times = {"baseline": [], "proposed": []}
         for _ in range(ROUNDS):
             for method in times:

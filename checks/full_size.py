@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from checks.runs import CONFIGS, METHODS, loss_difference, owner_bundles, train
+from checks.runs import METHODS, loss_difference, owner_bundles, train
+from experiments.harness import CONFIGS
 
 CONFIG = "setr_vit-b16_mla_8xb1-80k_cityscapes-768x768_{method}.py"
 ARCH, SIZE, COUNTS, ITERS = "vit_base_patch16_384", "1024x2048", "1,1,0", 2

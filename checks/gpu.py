@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from checks.runs import CONFIGS, METHODS, REPO, Run, loss_difference, owner_bundles, pixels_differing, train
+from checks.runs import METHODS, Run, loss_difference, owner_bundles, pixels_differing, train
+from experiments.harness import CONFIGS, REPO
 
 
 @dataclass(frozen=True)

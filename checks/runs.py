@@ -1,14 +1,11 @@
-"""What the checks share: the owner's bundles, made with the owner's command line (``python -m
-pipeline.run``), and training runs with the cloud's (``python -m training.train``), read back from
-their work directories. The checks never hold a key: they only pass the key file's path on.
+"""What the checks share: the owner's bundles, made with the owner's command line, and training runs with the
+cloud's, read back from their work directories (the steps themselves: :mod:`experiments.harness`). The checks
+never hold a key: they only pass the key file's path on.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,24 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).parents[1]
-CONFIGS = REPO / "training" / "configs"
+from experiments import harness
+
 METHODS = ("proposed", "baseline")
-
-
-def run(*command: str | Path) -> float:
-    """Run a command in the repository root; its wall time in seconds. On failure, raise with its output's end."""
-    start = time.perf_counter()
-    done = subprocess.run([str(c) for c in command], cwd=REPO, capture_output=True, text=True)
-    if done.returncode:
-        output = (done.stdout + done.stderr)[-6000:]
-        raise RuntimeError(f"{' '.join(map(str, command))} failed ({done.returncode}):\n{output}")
-    return time.perf_counter() - start
-
-
-def owner(*args: str | Path) -> float:
-    """One step of the data owner, through the owner's command line."""
-    return run(sys.executable, "-m", "pipeline.run", *args)
 
 
 def owner_bundles(work: Path, arch: str, size: str, counts: str) -> tuple[dict[str, Path], Path]:
@@ -45,18 +27,15 @@ def owner_bundles(work: Path, arch: str, size: str, counts: str) -> tuple[dict[s
     """
     root = work / "owner"
     raw, weights, key = root / "cityscapes", root / f"{arch}.safetensors", root / "key.json"
-    owner("--stage", "sample", "--raw", raw, "--sample-counts", counts, "--sample-size", size, "--arch", arch,
-          "--weights", weights)  # fmt: skip
-    owner("--stage", "keygen", "--key", key)
+    harness.owner("--stage", "sample", "--raw", raw, "--sample-counts", counts, "--sample-size", size, "--arch", arch,
+                  "--weights", weights)  # fmt: skip
+    harness.owner("--stage", "keygen", "--key", key)
     bundles = {}
     for method in METHODS:
-        cipher = ["--key", key] if method == "proposed" else ["--plain"]
-        store, checkpoint = root / f"{method}.zarr", root / f"{method}.safetensors"
-        bundles[method] = work / "bundles" / method
-        owner("--stage", "encrypt", *cipher, "--raw", raw, "--store", store)
-        owner("--stage", "encrypt-weights", *cipher, "--weights", weights, "--arch", arch, "--encrypted-weights", checkpoint)
-        owner("--stage", "publish", "--key", key, "--store", store, "--encrypted-weights", checkpoint,
-              "--bundle", bundles[method])  # fmt: skip
+        bundles[method] = harness.build_bundle(
+            raw, weights, arch, key, store=root / f"{method}.zarr", checkpoint=root / f"{method}.safetensors",
+            bundle=work / "bundles" / method, plain=method != "proposed",
+        )  # fmt: skip
     return bundles, key.parent / "signer.json"
 
 
@@ -75,8 +54,8 @@ class Run:
 def train(
     config: Path, bundle: Path, signer: Path, work_dir: Path, iters: int, options: Sequence[str] = (), validate: bool = True
 ) -> Run:
-    """``python -m training.train`` on ``config`` for ``iters`` iterations from seed 0, then mmengine's
-    validation (none if not ``validate``); ``options`` are more ``--cfg-options``.
+    """The cloud's training on ``config`` for ``iters`` iterations from seed 0, then mmengine's validation
+    (none if not ``validate``); ``options`` are more ``--cfg-options``.
 
     Every iteration is logged unsmoothed, and the validation writes its label maps, so that runs of
     two methods can be compared value by value.
@@ -93,8 +72,7 @@ def train(
         overrides.append(f"val_evaluator.output_dir={predictions}")
     else:
         overrides += ["val_cfg=None", "val_dataloader=None", "val_evaluator=None"]
-    wall = run(sys.executable, "-m", "training.train", config, "--bundle", bundle, "--signer", signer,
-               "--work-dir", work_dir, "--cfg-options", *overrides, *options)  # fmt: skip
+    wall = harness.train(config, bundle, signer, work_dir, [*overrides, *options])
     (scalars,) = work_dir.glob("*/vis_data/scalars.json")
     records = [json.loads(line) for line in scalars.read_text().splitlines()]
     steps = [r for r in records if "loss" in r]

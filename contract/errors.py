@@ -12,6 +12,23 @@ class UserError(Exception):
     """A problem with the user's input, files or storage, reported as one line without a traceback."""
 
 
+class FormatError(UserError):
+    """A stored object that is not what its format says (damaged, foreign or of another version)."""
+
+
+def quoted(name: object) -> str:
+    """``name`` as it may stand in a one-line message: control characters (a newline in a file name
+    could start a second line of the attacker's choosing) are shown escaped."""
+    return one_line(str(name))
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character escaped (``\\n`` for a newline, ``\\x1b`` for escape)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _storage_errors() -> tuple[type[BaseException], ...]:
     """Errors of the storage layer that a user causes: missing files and permissions, missing credentials."""
     errors: tuple[type[BaseException], ...] = (OSError,)
@@ -30,7 +47,7 @@ def run_reporting(main: Callable[[], int | None], prefix: str = "error") -> int:
         message = str(error)
     except _storage_errors() as error:
         message = _storage_message(error)
-    print(f"{prefix}: {message}", file=sys.stderr)
+    print(f"{prefix}: {one_line(message)}", file=sys.stderr)
     return EXIT_USER_ERROR
 
 

@@ -1,117 +1,190 @@
-"""The formats both sides read, each a typed, versioned class parsed and checked here and nowhere else.
+"""Every stored format both sides read: closed schemas (pydantic models), parsed here and nowhere else.
 
     CipherSpec          what a key does to images, without the key: key id, block size, negative-positive
     Normalization       the mean and std (RGB, 0-255 scale) a patch embedding reads its input with
-    StoreAttributes     the root attributes of the encrypted dataset store (a Zarr v3 group)
+    StoreAttributes     the root attributes of the dataset store (a Zarr v3 group)
     SplitAttributes     the attributes of one split's group: sample names, labelled or not
+    StoreGroup, SplitGroup, ArrayMetadata
+                        the store's zarr.json documents, as far as cipherseg writes them
     ShardRecord         the completion record of one shard: its objects' sizes and sha256, its inputs
-    CheckpointMetadata  the metadata of a cipherseg safetensors checkpoint (strings only)
+    CheckpointMetadata  the metadata of a cipherseg safetensors checkpoint (a flat string map)
     ModelProvenance     what a model fine-tuned in the cloud reads, kept in its training checkpoint
-    Manifest            the bundle's manifest: every object's size and sha256, and the description
+    Manifest            the bundle's manifest: every object's size and sha256, the description, the sequence
+    KeyFile             the owner's secret key file (never published; pipeline.keys derives from it)
+    PendingRecord       what an unfinished publish may write or remove, signed by the owner
 
-``parse`` takes the stored JSON form (or, for checkpoints, the safetensors string map) and a ``where``
-naming the object for messages; it raises :class:`FormatError` on anything unexpected. ``to_json``
-(``to_metadata``) gives the stored form back.
+Every model is closed: an unknown field, a value of another type (``true`` is no number, ``"3"`` no
+integer), a string or list beyond its bound, JSON nested deeper than any format needs, or another
+format or version is refused with one :class:`FormatError` naming the object. What is published is
+re-serialised from these models, so no field outside them can carry anything. JSON Schemas of the
+models are in docs/schemas/ (``python -m contract.schemas``).
 """
 
 from __future__ import annotations
 
+import base64
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from contract.errors import UserError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-T = TypeVar("T")
+from contract.errors import FormatError, quoted
 
 SPLITS = ("train", "val", "test")
 LABELLED = {"train": True, "val": True, "test": False}  # Cityscapes' test labels are dummies
 CHANNEL_ORDER = "RGB"  # what the store holds and the checkpoints read
-METHODS = ("baseline", "proposed", "conventional1", "conventional2")
-_HEX = re.compile(r"[0-9a-f]+")
+IGNORE_INDEX = 255
+# The largest image either side decodes, checked from its header before anything is allocated: 2**27
+# pixels (~400 MB as 8-bit RGB; a Cityscapes frame has 2**21).
+MAX_IMAGE_PIXELS = 1 << 27
+MAX_DOCUMENT = 64 << 20  # bytes: a manifest of a million objects is ~150 MB... of 300k shards, well under this
+MAX_SAMPLES = 10_000_000
+MAX_OBJECTS = 10_000_000
+
+# --- field types ----------------------------------------------------------------------------------
+
+_PATTERNS: dict[str, str] = {}  # pattern -> what it admits, for messages
 
 
-class FormatError(UserError):
-    """A stored object that is not what its format says (damaged, foreign or of another version)."""
+def _text(pattern: str, what: str, **constraints: Any) -> Any:
+    """A string type that must match ``pattern`` (``what`` names it in messages)."""
+    _PATTERNS[pattern] = what
+    return Annotated[str, StringConstraints(pattern=pattern, **constraints)]
 
 
-# --- typed field access ------------------------------------------------------------------------
+Hex32 = _text(r"^[0-9a-f]{32}$", "32 lower-case hex digits")
+Sha256 = _text(r"^[0-9a-f]{64}$", "a sha256 digest (64 lower-case hex digits)")
+# Text we show in messages and file names: printable, one line.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Text = _text(_PRINTABLE, "one line of printable text", max_length=1000)
+# A sample's name: a file stem (no folder), e.g. aachen_000000_000019.
+SampleName = _text(
+    r"^(?!\.\.?$)[^\x00-\x1f\x7f/\\]+$", "a sample name (printable, no '/' or '\\')", min_length=1, max_length=255
+)
+# A path relative to a root, '/'-separated, without '.', '..' or empty parts.
+RelativePath = _text(
+    r"^(?!/)(?!.*//)(?!(.*/)?\.\.?(/|$))[^\x00-\x1f\x7f\\]+(?<!/)$",
+    "a relative path ('/'-separated, printable, no '.' or '..' parts)",
+    min_length=1,
+    max_length=1024,
+)
+# Bytes kept as standard base64 text (ASCII only, padded): 32 and 64 bytes.
+Base64Of32 = _text(r"^[A-Za-z0-9+/]{43}=$", "32 bytes in base64")
+Base64Of64 = _text(r"^[A-Za-z0-9+/]{86}==$", "64 bytes in base64")
+BlockSizeText = _text(r"^[1-9][0-9]{0,2}$", "a block size")  # a checkpoint's block size, as metadata text
+ArchName = _text(r"^[A-Za-z0-9_.\-]+$", "a timm architecture name", max_length=100)
+Location = _text(_PRINTABLE, "one line of printable text", max_length=2048)  # a path or URL
+Timestamp = _text(r"^[0-9T:+\-.Z]+$", "an ISO 8601 time", max_length=40)
+Version = _text(r"^[A-Za-z0-9.+\-]+$", "a version", max_length=40)
+Secret = _text(r"^[0-9a-f]{64}$", "64 lower-case hex digits")
+Split = Literal["train", "val", "test"]
+Count = Annotated[int, Field(ge=1, le=MAX_SAMPLES)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
-def field_of(document: Mapping[str, Any], name: str, kind: type[T] | tuple[type, ...], where: str) -> T:
-    """``document[name]``, which must be of ``kind`` (bool is not an int here)."""
-    if name not in document:
-        raise FormatError(f"{where}: lacks {name!r}")
-    value = document[name]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        names = " or ".join(k.__name__ for k in kinds)
-        raise FormatError(f"{where}: {name!r} must be {names}, not {type(value).__name__} {value!r}")
-    return value
+class Format(BaseModel):
+    """A closed, immutable model: unknown fields and loose types are refused (see the module docstring)."""
+
+    model_config = ConfigDict(
+        strict=True, extra="forbid", frozen=True, allow_inf_nan=False, regex_engine="python-re"
+    )
+
+    @classmethod
+    def parse(cls, source: bytes | str | Mapping[str, Any] | None, where: str) -> Self:
+        """The model from its stored JSON (bytes or text) or an already decoded JSON value; FormatError
+        naming ``where`` for anything the model does not accept."""
+        if not isinstance(source, (bytes, str)):
+            try:
+                source = json.dumps(source)
+            except (TypeError, ValueError, RecursionError):
+                raise FormatError(f"{quoted(where)}: not a JSON document") from None
+        if len(source) > MAX_DOCUMENT:
+            raise FormatError(f"{quoted(where)}: larger than {MAX_DOCUMENT} bytes, too large for what it should be")
+        try:
+            return cls.model_validate_json(source)
+        except ValidationError as error:
+            raise FormatError(f"{quoted(where)}: {describe_error(error)}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored JSON value."""
+        return self.model_dump(mode="json", round_trip=True)
+
+    def to_bytes(self) -> bytes:
+        """The stored form: JSON, one key per line."""
+        return (json.dumps(self.to_json(), indent=1) + "\n").encode()
 
 
-def as_object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise FormatError(f"{where}: expected a JSON object, not {type(value).__name__}")
-    return value
+def describe_error(error: ValidationError) -> str:
+    """One line for the first problem pydantic found: where in the document, and what is wrong."""
+    first = error.errors(include_url=False, include_input=False)[0]
+    where = quoted(".".join(str(part) for part in first["loc"]))  # names in a document are the document's
+    message = first["msg"]
+    if first["type"] == "missing":
+        return f"lacks {where!r}"
+    if first["type"] == "extra_forbidden":
+        return f"{where!r} is no field of this format"
+    if first["type"] == "json_invalid":
+        return f"not valid JSON ({message.removeprefix('Invalid JSON: ')})"
+    if first["type"] in ("model_type", "model_attributes_type", "dict_type") and not where:
+        return "expected a JSON object"
+    if first["type"] == "string_pattern_mismatch":
+        return f"{where}: not {_PATTERNS.get(first['ctx']['pattern'], 'of the expected form')}"
+    return f"{where}: {message}" if where else message
 
 
-def check_header(document: Mapping[str, Any], fmt: str, version: int, where: str) -> None:
-    """Check the format name and version every stored document starts with."""
-    found = document.get("format")
-    if found != fmt:
-        raise FormatError(f"{where}: not a {fmt} (format {found!r})")
-    found_version = document.get("format_version")
-    if type(found_version) is not int or found_version != version:  # neither True nor 2.0 is a version
-        raise FormatError(
-            f"{where}: {fmt} version {found_version!r}, this cipherseg reads version {version}; "
-            "write it again with this version"
-        )
+class Document(Format):
+    """A stored document that names its format and version first: another one is refused as such.
+
+    Built in Python, a document gets its header; parsed, it must have it.
+    """
+
+    FORMAT: ClassVar[str]
+    VERSION: ClassVar[int | str]
+    VERSION_FIELD: ClassVar[str] = "format_version"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _header(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, dict) and info.mode == "json":
+            found = value.get("format")
+            if found != cls.FORMAT:
+                raise PydanticCustomError("format", f"not a {cls.FORMAT} (its format is {_shown(found)})")
+            version = value.get(cls.VERSION_FIELD)
+            if type(version) is not type(cls.VERSION) or version != cls.VERSION:  # neither true nor 2.0 is 2
+                raise PydanticCustomError(
+                    "version",
+                    f"{cls.FORMAT} version {_shown(version)}, this cipherseg reads version {cls.VERSION}; "
+                    "write it again with this version",
+                )
+        return value
 
 
-def _sha256(value: Any, where: str) -> str:
-    if not (isinstance(value, str) and len(value) == 64 and _HEX.fullmatch(value)):
-        raise FormatError(f"{where}: {value!r} is not a sha256 hex digest")
-    return value
-
-
-def parse_json(data: bytes, where: str) -> Any:
-    """JSON from stored bytes; FormatError naming ``where`` if they are not JSON."""
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FormatError(f"{where}: not valid JSON ({error})") from None
+def _shown(value: Any) -> str:
+    """A found value in a message: JSON, cut short (it comes from the document)."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --- cipher and normalization ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CipherSpec:
+class CipherSpec(Format):
     """The public description of a key: its one-way id and the cipher settings (no secret)."""
 
-    key_id: str
-    block_size: int
+    key_id: Hex32
+    block_size: Annotated[int, Field(ge=1, le=256)]
     negative_positive: bool
-
-    @classmethod
-    def parse(cls, value: Any, where: str) -> CipherSpec | None:
-        """A spec from its JSON form; ``None`` (JSON null) stands for plain, unencrypted data."""
-        if value is None:
-            return None
-        document = as_object(value, where)
-        key_id = field_of(document, "key_id", str, where)
-        if len(key_id) != 32 or not _HEX.fullmatch(key_id):
-            raise FormatError(f"{where}: key id {key_id!r} is not 32 hex digits")
-        block_size = field_of(document, "block_size", int, where)
-        if block_size < 1:
-            raise FormatError(f"{where}: block size {block_size} is not positive")
-        return cls(key_id, block_size, field_of(document, "negative_positive", bool, where))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"key_id": self.key_id, "block_size": self.block_size, "negative_positive": self.negative_positive}
 
     def __str__(self) -> str:
         inverted = "on" if self.negative_positive else "off"
@@ -123,66 +196,38 @@ def describe_cipher(cipher: CipherSpec | None) -> str:
     return "plain (no key)" if cipher is None else str(cipher)
 
 
-@dataclass(frozen=True)
-class Normalization:
+Triple = Annotated[tuple[Finite, Finite, Finite], Field(strict=False)]  # a JSON array of three numbers
+PositiveTriple = Annotated[tuple[Positive, Positive, Positive], Field(strict=False)]
+
+
+class Normalization(Format):
     """Per-channel mean and std of RGB images on the 0-255 scale."""
 
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def parse(cls, mean: Any, std: Any, where: str) -> Normalization:
-        values = []
-        for name, value in (("mean", mean), ("std", std)):
-            if not (
-                isinstance(value, list)
-                and len(value) == 3
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-            ):
-                raise FormatError(f"{where}: normalization {name} must be three numbers, not {value!r}")
-            values.append(tuple(float(v) for v in value))
-        if min(values[1]) <= 0:
-            raise FormatError(f"{where}: normalization std {list(values[1])} is not positive")
-        return cls(*values)
+    mean: Triple
+    std: PositiveTriple
 
     def uniform(self) -> Normalization:
         """One mean and one std for all channels: the cloud's normalization (the fold is then a signed
         permutation, to which SGD and AdamW are equivariant)."""
-        return Normalization((sum(self.mean) / 3,) * 3, (sum(self.std) / 3,) * 3)
-
-    def to_json(self) -> dict[str, list[float]]:
-        return {"mean": list(self.mean), "std": list(self.std)}
+        return Normalization(mean=(sum(self.mean) / 3,) * 3, std=(sum(self.std) / 3,) * 3)
 
 
 # --- the dataset store -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Skip:
+class Skip(Format):
     """A sample the encrypt stage could not use: stored as an empty slot (label 255) and recorded."""
 
-    split: str
-    name: str
-    file: str  # relative to the raw root: the owner's own directory layout is not published
-    reason: str
-
-    @classmethod
-    def parse(cls, value: Any, where: str) -> Skip:
-        document = as_object(value, where)
-        return cls(*(field_of(document, name, str, where) for name in ("split", "name", "file", "reason")))
-
-    def to_json(self) -> dict[str, str]:
-        return {"split": self.split, "name": self.name, "file": self.file, "reason": self.reason}
+    split: Split
+    name: SampleName
+    file: RelativePath  # relative to the raw root: the owner's own directory layout is not published
+    reason: Text
 
 
-def _skips(value: Any, where: str) -> tuple[Skip, ...]:
-    if not isinstance(value, list):
-        raise FormatError(f"{where}: 'skipped' must be a list")
-    return tuple(Skip.parse(entry, where) for entry in value)
+Skips = Annotated[tuple[Skip, ...], Field(strict=False, max_length=MAX_SAMPLES)]
 
 
-@dataclass(frozen=True)
-class StoreAttributes:
+class StoreAttributes(Document):
     """The dataset store's root attributes: what the data is, and how the store is laid out.
 
     Layout: ``<split>/images`` (N, H, W, 3) uint8 in ``channel_order``, encrypted unless ``cipher`` is
@@ -191,69 +236,37 @@ class StoreAttributes:
     :class:`ShardRecord`. ``complete`` is set last, when every shard is written.
     """
 
-    FORMAT = "cipherseg-dataset"
-    VERSION = 2
+    FORMAT: ClassVar[str] = "cipherseg-dataset"
+    VERSION: ClassVar[int] = 2
 
+    format: Literal["cipherseg-dataset"] = "cipherseg-dataset"
+    format_version: Literal[2] = 2
     cipher: CipherSpec | None
-    shard_size: int
-    splits: dict[str, int]  # samples per split, skipped ones included
-    channel_order: str = CHANNEL_ORDER
+    shard_size: Annotated[int, Field(ge=1, le=4096)]
+    splits: Annotated[dict[Split, Count], Field(min_length=1)]  # samples per split, skipped ones included
+    channel_order: Literal["RGB"] = CHANNEL_ORDER
     complete: bool = False
-    skipped: tuple[Skip, ...] = ()
+    skipped: Skips = ()
 
     @property
     def encrypted(self) -> bool:
         return self.cipher is not None
 
-    @classmethod
-    def parse(cls, value: Any, where: str) -> StoreAttributes:
-        document = as_object(value, where)
-        check_header(document, cls.FORMAT, cls.VERSION, where)
-        shard_size = field_of(document, "shard_size", int, where)
-        if shard_size < 1:
-            raise FormatError(f"{where}: shard size {shard_size} is not positive")
-        return cls(
-            cipher=CipherSpec.parse(document.get("cipher"), where),
-            shard_size=shard_size,
-            splits=_splits(field_of(document, "splits", dict, where), where),
-            channel_order=field_of(document, "channel_order", str, where),
-            complete=field_of(document, "complete", bool, where),
-            skipped=_skips(document.get("skipped", []), where),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": self.FORMAT,
-            "format_version": self.VERSION,
-            "cipher": self.cipher.to_json() if self.cipher else None,
-            "channel_order": self.channel_order,
-            "shard_size": self.shard_size,
-            "splits": self.splits,
-            "complete": self.complete,
-            "skipped": [skip.to_json() for skip in self.skipped],
-        }
-
     def shards(self, split: str) -> range:
         return range(-(-self.splits[split] // self.shard_size))
+
+    def arrays(self, split: str) -> tuple[str, ...]:
+        return ("images", "labels") if LABELLED[split] else ("images",)
 
     def objects(self) -> set[str]:
         """The name (relative to the store's root) of every object a complete store of this layout holds."""
         names = {"zarr.json"}
         for split in self.splits:
-            arrays = ("images", "labels") if LABELLED[split] else ("images",)
-            names |= {f"{split}/zarr.json", *(f"{split}/{array}/zarr.json" for array in arrays)}
+            names |= {f"{split}/zarr.json", *(f"{split}/{array}/zarr.json" for array in self.arrays(split))}
             for index in self.shards(split):
-                names |= {shard_object(split, array, index) for array in arrays}
+                names |= {shard_object(split, array, index) for array in self.arrays(split)}
                 names.add(shard_record(split, index))
         return names
-
-
-def _splits(splits: dict[str, Any], where: str) -> dict[str, int]:
-    """Samples per split: known split names, positive integer counts."""
-    for split, count in splits.items():
-        if split not in SPLITS or not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise FormatError(f"{where}: bad split {split!r}: {count!r} (splits are {SPLITS}, counts positive)")
-    return dict(splits)
 
 
 def shard_object(split: str, array: str, index: int) -> str:
@@ -267,289 +280,375 @@ def shard_record(split: str, index: int) -> str:
     return f"{split}/shards/{index}.json"
 
 
-@dataclass(frozen=True)
-class SplitAttributes:
+class SplitAttributes(Format):
     """A split group's attributes: sample ``i`` of its arrays is ``names[i]``."""
 
-    names: tuple[str, ...]
+    names: Annotated[tuple[SampleName, ...], Field(strict=False, min_length=1, max_length=MAX_SAMPLES)]
     labelled: bool
 
-    @classmethod
-    def parse(cls, value: Any, where: str) -> SplitAttributes:
-        document = as_object(value, where)
-        names = field_of(document, "names", list, where)
-        if not all(isinstance(name, str) for name in names):
-            raise FormatError(f"{where}: 'names' must be strings")
-        return cls(tuple(names), field_of(document, "labelled", bool, where))
 
-    def to_json(self) -> dict[str, Any]:
-        return {"names": list(self.names), "labelled": self.labelled}
+class _Group(Format):
+    zarr_format: Literal[3]
+    node_type: Literal["group"]
+    consolidated_metadata: None = None
 
 
-@dataclass(frozen=True)
-class ObjectEntry:
+class StoreGroup(_Group):
+    """The store root's zarr.json."""
+
+    attributes: StoreAttributes
+
+
+class SplitGroup(_Group):
+    """A split group's zarr.json."""
+
+    attributes: SplitAttributes
+
+
+Shape = Annotated[tuple[Annotated[int, Field(ge=0, le=1 << 31)], ...], Field(strict=False, min_length=1, max_length=4)]
+
+
+class _Endian(Format):
+    endian: Literal["little", "big"]
+
+
+class BytesCodec(Format):
+    name: Literal["bytes"]
+    configuration: _Endian | None = Field(default=None, exclude_if=lambda value: value is None)  # zarr: absent, never null
+
+
+class _ZstdConfiguration(Format):
+    level: Annotated[int, Field(ge=-131072, le=22)]
+    checksum: bool
+
+
+class ZstdCodec(Format):
+    name: Literal["zstd"]
+    configuration: _ZstdConfiguration
+
+
+class Crc32cCodec(Format):
+    name: Literal["crc32c"]
+
+
+InnerCodec = Annotated[BytesCodec | ZstdCodec | Crc32cCodec, Field(discriminator="name")]
+
+
+class _ShardingConfiguration(Format):
+    chunk_shape: Shape
+    codecs: Annotated[tuple[InnerCodec, ...], Field(strict=False, min_length=1, max_length=4)]
+    index_codecs: Annotated[tuple[InnerCodec, ...], Field(strict=False, min_length=1, max_length=4)]
+    index_location: Literal["start", "end"]
+
+
+class ShardingCodec(Format):
+    name: Literal["sharding_indexed"]
+    configuration: _ShardingConfiguration
+
+
+class _ChunkShape(Format):
+    chunk_shape: Shape
+
+
+class _RegularGrid(Format):
+    name: Literal["regular"]
+    configuration: _ChunkShape
+
+
+class _Separator(Format):
+    separator: Literal["/"]
+
+
+class _KeyEncoding(Format):
+    name: Literal["default"]
+    configuration: _Separator
+
+
+class _NoAttributes(Format):
+    """An array's own attributes: none (what describes the data is the store's)."""
+
+
+DimensionName = _text(r"^[a-z_]+$", "a dimension name", max_length=32)
+
+
+class ArrayMetadata(Format):
+    """An array's zarr.json as the store holds it: uint8, sharded, no attributes of its own."""
+
+    zarr_format: Literal[3]
+    node_type: Literal["array"]
+    shape: Shape
+    data_type: Literal["uint8"]
+    chunk_grid: _RegularGrid
+    chunk_key_encoding: _KeyEncoding
+    fill_value: Annotated[int, Field(ge=0, le=255)]
+    codecs: Annotated[tuple[ShardingCodec], Field(strict=False)]
+    attributes: _NoAttributes = _NoAttributes()
+    dimension_names: Annotated[tuple[DimensionName, ...], Field(strict=False, max_length=4)] | None = None
+    storage_transformers: Annotated[tuple[()], Field(strict=False)] = ()
+
+    @property
+    def shard_shape(self) -> tuple[int, ...]:
+        return self.chunk_grid.configuration.chunk_shape
+
+    @property
+    def chunk_shape(self) -> tuple[int, ...]:
+        return self.codecs[0].configuration.chunk_shape
+
+
+class ObjectEntry(Format):
     """An object's size in bytes and sha256."""
 
-    size: int
-    sha256: str
-
-    @classmethod
-    def parse(cls, value: Any, where: str) -> ObjectEntry:
-        document = as_object(value, where)
-        size = field_of(document, "size", int, where)
-        if size < 0:
-            raise FormatError(f"{where}: negative size {size}")
-        return cls(size, _sha256(document.get("sha256"), where))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"size": self.size, "sha256": self.sha256}
+    size: Annotated[int, Field(ge=0, le=1 << 50)]
+    sha256: Sha256
 
 
-@dataclass(frozen=True)
-class ShardRecord:
+class ShardRecord(Document):
     """A shard's completion record: the shard is done while its objects still hash to ``objects``.
 
     ``inputs`` fingerprints the input files the shard was made from (a digest of their names, sizes
     and modification times, like rsync's check): a changed or repaired input redoes its shard.
     """
 
-    FORMAT = "cipherseg-shard"
-    VERSION = 1
+    FORMAT: ClassVar[str] = "cipherseg-shard"
+    VERSION: ClassVar[int] = 1
 
-    names: tuple[str, ...]
-    inputs: str
-    objects: dict[str, ObjectEntry]  # store key -> entry
-    skipped: tuple[Skip, ...] = ()
-
-    @classmethod
-    def parse(cls, value: Any, where: str) -> ShardRecord:
-        document = as_object(value, where)
-        check_header(document, cls.FORMAT, cls.VERSION, where)
-        names = field_of(document, "names", list, where)
-        if not all(isinstance(name, str) for name in names):
-            raise FormatError(f"{where}: 'names' must be strings")
-        objects = field_of(document, "objects", dict, where)
-        return cls(
-            names=tuple(names),
-            inputs=_sha256(document.get("inputs"), where),
-            objects={name: ObjectEntry.parse(entry, f"{where} ({name})") for name, entry in objects.items()},
-            skipped=_skips(document.get("skipped", []), where),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": self.FORMAT,
-            "format_version": self.VERSION,
-            "names": list(self.names),
-            "inputs": self.inputs,
-            "objects": {name: entry.to_json() for name, entry in self.objects.items()},
-            "skipped": [skip.to_json() for skip in self.skipped],
-        }
+    format: Literal["cipherseg-shard"] = "cipherseg-shard"
+    format_version: Literal[1] = 1
+    names: Annotated[tuple[SampleName, ...], Field(strict=False, min_length=1, max_length=4096)]
+    inputs: Sha256
+    objects: Annotated[dict[RelativePath, ObjectEntry], Field(max_length=8)]  # store key -> entry
+    skipped: Skips = ()
 
 
 # --- checkpoints -------------------------------------------------------------------------------
 
+Layout = Literal["mmseg.VisionTransformer", "mmseg.BEiT", "mmseg.segmentor"]
+_JSON_BOOL = Literal["true", "false"]
 
-@dataclass(frozen=True)
-class CheckpointMetadata:
-    """The metadata of a cipherseg safetensors checkpoint (a flat string map; numbers and flags as JSON).
+
+class CheckpointMetadata(Document):
+    """The metadata of a cipherseg safetensors checkpoint: safetensors keeps a flat map of strings, so
+    numbers, flags and lists are stored as their JSON text (readable with any safetensors viewer).
 
     ``normalization`` is what the cloud must normalize images with to use the checkpoint (uniform);
-    ``source_normalization`` is what the plain source model read, needed to undo the fold.
+    ``source_normalization`` is what the plain source model read, needed to undo the fold. ``layout``
+    names what the tensors fill: a pretrained backbone of one of mmseg's classes (the owner converts
+    timm's ViTs and BEiTs to them), or a whole fine-tuned segmentor (the backbone under ``backbone.``).
     """
 
-    FORMAT = "cipherseg-checkpoint"
-    VERSION = 1
-    # What the tensors fill: a pretrained backbone of one of mmseg's classes (the owner converts timm's
-    # ViTs and BEiTs to them), or a whole fine-tuned segmentor (the backbone's weights under ``backbone.``).
-    LAYOUT = "mmseg.VisionTransformer"
-    BEIT_LAYOUT = "mmseg.BEiT"
-    SEGMENTOR_LAYOUT = "mmseg.segmentor"
-    LAYOUTS = (LAYOUT, BEIT_LAYOUT, SEGMENTOR_LAYOUT)
+    FORMAT: ClassVar[str] = "cipherseg-checkpoint"
+    VERSION: ClassVar[str] = "1"
+    LAYOUT: ClassVar[str] = "mmseg.VisionTransformer"
+    BEIT_LAYOUT: ClassVar[str] = "mmseg.BEiT"
+    SEGMENTOR_LAYOUT: ClassVar[str] = "mmseg.segmentor"
 
-    cipher: CipherSpec | None
-    normalization: Normalization
-    source_normalization: Normalization
-    channel_order: str = CHANNEL_ORDER
-    layout: str = LAYOUT
-    source_arch: str | None = None
-    source_sha256: str | None = None
+    format: Literal["cipherseg-checkpoint"] = "cipherseg-checkpoint"
+    format_version: Literal["1"] = "1"
+    encrypted: _JSON_BOOL
+    key_id: Hex32 | None = None
+    block_size: BlockSizeText | None = None
+    negative_positive: _JSON_BOOL | None = None
+    norm_mean: Annotated[str, StringConstraints(max_length=200)]
+    norm_std: Annotated[str, StringConstraints(max_length=200)]
+    source_norm_mean: Annotated[str, StringConstraints(max_length=200)]
+    source_norm_std: Annotated[str, StringConstraints(max_length=200)]
+    channel_order: Literal["RGB"]
+    layout: Layout = "mmseg.VisionTransformer"
+    source_arch: ArchName | None = None
+    source_sha256: Sha256 | None = None
 
-    @property
-    def encrypted(self) -> bool:
-        return self.cipher is not None
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        cipher = (self.key_id, self.block_size, self.negative_positive)
+        if self.encrypted == "true" and None in cipher:
+            missing = next(name for name, v in zip(("key_id", "block_size", "negative_positive"), cipher) if v is None)
+            raise PydanticCustomError("incomplete", f"an encrypted checkpoint's metadata lacks {missing!r}")
+        if self.encrypted == "false" and cipher != (None, None, None):
+            raise PydanticCustomError("plain", "a plain checkpoint's metadata names a key")
+        self.normalization, self.source_normalization  # noqa: B018 (parse them: refuse bad ones now)
+        return self
 
     @classmethod
-    def parse(cls, metadata: Mapping[str, str] | None, where: str) -> CheckpointMetadata:
-        metadata = metadata or {}
-        if metadata.get("format") != cls.FORMAT:
-            raise FormatError(f"{where}: not a cipherseg checkpoint (format {metadata.get('format')!r})")
-        version = metadata.get("format_version")
-        if version != str(cls.VERSION):
-            raise FormatError(
-                f"{where}: {cls.FORMAT} version {version!r}, this cipherseg reads version {cls.VERSION}"
-            )
-        values = {}
-        for name in ("encrypted", "norm_mean", "norm_std", "source_norm_mean", "source_norm_std", "channel_order"):
-            if name not in metadata:
-                raise FormatError(f"{where}: the checkpoint's metadata lacks {name!r}")
-        for name in ("encrypted", "norm_mean", "norm_std", "source_norm_mean", "source_norm_std"):
-            values[name] = parse_json(metadata[name].encode(), f"{where} ({name})")
-        encrypted = field_of(values, "encrypted", bool, where)
-        cipher = None
-        if encrypted:
-            try:
-                fields = {
-                    "key_id": metadata["key_id"],
-                    "block_size": json.loads(metadata["block_size"]),
-                    "negative_positive": json.loads(metadata["negative_positive"]),
-                }
-            except KeyError as error:
-                raise FormatError(f"{where}: an encrypted checkpoint's metadata lacks {error}") from None
-            except json.JSONDecodeError as error:
-                raise FormatError(f"{where}: corrupt checkpoint metadata ({error})") from None
-            cipher = CipherSpec.parse(fields, where)
-        source_sha256 = metadata.get("source_sha256")
+    def of(
+        cls,
+        cipher: CipherSpec | None,
+        normalization: Normalization,
+        source_normalization: Normalization,
+        *,
+        layout: str = LAYOUT,
+        source_arch: str | None = None,
+        source_sha256: str | None = None,
+    ) -> CheckpointMetadata:
+        """The metadata of a checkpoint with these typed values."""
         return cls(
-            cipher=cipher,
-            normalization=Normalization.parse(values["norm_mean"], values["norm_std"], where),
-            source_normalization=Normalization.parse(values["source_norm_mean"], values["source_norm_std"], where),
-            channel_order=metadata["channel_order"],
-            layout=_layout(metadata.get("layout", cls.LAYOUT), where),
-            source_arch=metadata.get("source_arch"),
-            source_sha256=_sha256(source_sha256, where) if source_sha256 is not None else None,
+            encrypted=json.dumps(cipher is not None),
+            key_id=cipher.key_id if cipher else None,
+            block_size=str(cipher.block_size) if cipher else None,
+            negative_positive=json.dumps(cipher.negative_positive) if cipher else None,
+            norm_mean=json.dumps(list(normalization.mean)),
+            norm_std=json.dumps(list(normalization.std)),
+            source_norm_mean=json.dumps(list(source_normalization.mean)),
+            source_norm_std=json.dumps(list(source_normalization.std)),
+            channel_order=CHANNEL_ORDER,
+            layout=layout,
+            source_arch=source_arch,
+            source_sha256=source_sha256,
         )
+
+    @property
+    def cipher(self) -> CipherSpec | None:
+        if self.encrypted == "false":
+            return None
+        return CipherSpec(key_id=self.key_id, block_size=int(self.block_size), negative_positive=self.negative_positive == "true")
+
+    @property
+    def normalization(self) -> Normalization:
+        return _normalization(self.norm_mean, self.norm_std)
+
+    @property
+    def source_normalization(self) -> Normalization:
+        return _normalization(self.source_norm_mean, self.source_norm_std)
+
+    @property
+    def is_encrypted(self) -> bool:
+        return self.encrypted == "true"
+
+    @classmethod
+    def parse_metadata(cls, metadata: Mapping[str, str] | None, where: str) -> CheckpointMetadata:
+        """The metadata of a safetensors file (its ``__metadata__`` map; None if it has none)."""
+        if not metadata:
+            raise FormatError(f"{quoted(where)}: not a cipherseg checkpoint (no metadata)")
+        return cls.parse(dict(metadata), where)
 
     def to_metadata(self) -> dict[str, str]:
-        cipher = (
-            {
-                "key_id": self.cipher.key_id,
-                "block_size": str(self.cipher.block_size),
-                "negative_positive": json.dumps(self.cipher.negative_positive),
-            }
-            if self.cipher
-            else {}
-        )
-        optional = {"source_arch": self.source_arch, "source_sha256": self.source_sha256}
-        return {
-            "format": self.FORMAT,
-            "format_version": str(self.VERSION),
-            "encrypted": json.dumps(self.encrypted),
-            **cipher,
-            "norm_mean": json.dumps(list(self.normalization.mean)),
-            "norm_std": json.dumps(list(self.normalization.std)),
-            "source_norm_mean": json.dumps(list(self.source_normalization.mean)),
-            "source_norm_std": json.dumps(list(self.source_normalization.std)),
-            "channel_order": self.channel_order,
-            "layout": self.layout,
-            **{name: value for name, value in optional.items() if value is not None},
-        }
+        """The safetensors ``__metadata__`` map."""
+        return {name: value for name, value in self.to_json().items() if value is not None}
 
 
-def _layout(value: str, where: str) -> str:
-    if value not in CheckpointMetadata.LAYOUTS:
-        raise FormatError(f"{where}: unknown layout {value!r} (one of {', '.join(CheckpointMetadata.LAYOUTS)})")
-    return value
+def _normalization(mean: str, std: str) -> Normalization:
+    try:
+        return Normalization.model_validate_json(f'{{"mean": {mean}, "std": {std}}}')
+    except ValidationError as error:
+        raise PydanticCustomError("normalization", f"normalization {describe_error(error)}") from None
 
 
-@dataclass(frozen=True)
-class ModelProvenance:
+Method = Literal["baseline", "proposed", "conventional1", "conventional2"]
+
+
+class BundleReference(Format):
+    """Which publication of a bundle a model was trained on: its manifest's sha256 and sequence number,
+    and the owner that signed it (None: its integrity alone was checked)."""
+
+    location: Location
+    manifest_sha256: Sha256
+    sequence: Annotated[int, Field(ge=1)]
+    signer: Hex32 | None
+
+
+class ModelProvenance(Document):
     """What a model fine-tuned in the cloud reads, recorded in its training checkpoint's ``meta``.
 
     ``cipher`` is the cipher of the images it was trained on and reads (None: plain images);
-    ``method`` is the paper's method that made it.
+    ``method`` is the paper's method that made it; ``bundle`` the publication it was trained on.
     """
 
-    FORMAT = "cipherseg-model"
-    VERSION = 1
-    META_KEY = "cipherseg"  # where in mmengine's checkpoint ``meta`` it is kept
+    FORMAT: ClassVar[str] = "cipherseg-model"
+    VERSION: ClassVar[int] = 2
+    META_KEY: ClassVar[str] = "cipherseg"  # where in mmengine's checkpoint ``meta`` it is kept
 
+    format: Literal["cipherseg-model"] = "cipherseg-model"
+    format_version: Literal[2] = 2
     cipher: CipherSpec | None
     normalization: Normalization
-    method: str
-    channel_order: str = CHANNEL_ORDER
-
-    @classmethod
-    def parse(cls, value: Any, where: str) -> ModelProvenance:
-        document = as_object(value, where)
-        check_header(document, cls.FORMAT, cls.VERSION, where)
-        method = field_of(document, "method", str, where)
-        if method not in METHODS:
-            raise FormatError(f"{where}: unknown method {method!r} (one of {', '.join(METHODS)})")
-        normalization = as_object(document.get("normalization"), where)
-        return cls(
-            cipher=CipherSpec.parse(document.get("cipher"), where),
-            normalization=Normalization.parse(normalization.get("mean"), normalization.get("std"), where),
-            method=method,
-            channel_order=field_of(document, "channel_order", str, where),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": self.FORMAT,
-            "format_version": self.VERSION,
-            "cipher": self.cipher.to_json() if self.cipher else None,
-            "normalization": self.normalization.to_json(),
-            "channel_order": self.channel_order,
-            "method": self.method,
-        }
+    method: Method
+    channel_order: Literal["RGB"] = CHANNEL_ORDER
+    bundle: BundleReference | None = None
 
 
 # --- the bundle --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(Document):
     """The bundle's manifest: every other object's size and sha256, and what the bundle holds.
 
     Signed by the owner (``manifest.sig``, see :mod:`contract.signing`); ``signer`` is the fingerprint
-    of the owner's signing key, for messages (the signature itself is what proves it).
+    of the owner's signing key, for messages (the signature itself is what proves it). ``sequence``
+    grows by one with every publish of the bundle: the cloud refuses to go back to an older one.
     """
 
-    FORMAT = "cipherseg-bundle"
-    VERSION = 2
+    FORMAT: ClassVar[str] = "cipherseg-bundle"
+    VERSION: ClassVar[int] = 3
 
+    format: Literal["cipherseg-bundle"] = "cipherseg-bundle"
+    format_version: Literal[3] = 3
+    created: Timestamp
+    tool_version: Version
+    signer: Hex32
+    sequence: Annotated[int, Field(ge=1, le=1 << 62)]
     cipher: CipherSpec | None
-    channel_order: str
+    channel_order: Literal["RGB"]
     normalization: Normalization
-    splits: dict[str, int]
-    objects: dict[str, ObjectEntry]
-    signer: str
-    created: str
-    tool_version: str
+    splits: Annotated[dict[Split, Count], Field(min_length=1)]
+    objects: Annotated[dict[RelativePath, ObjectEntry], Field(max_length=MAX_OBJECTS)]
 
     @property
     def encrypted(self) -> bool:
         return self.cipher is not None
 
-    @classmethod
-    def parse(cls, data: bytes, where: str) -> Manifest:
-        document = as_object(parse_json(data, where), where)
-        check_header(document, cls.FORMAT, cls.VERSION, where)
-        normalization = as_object(field_of(document, "normalization", dict, where), where)
-        objects = field_of(document, "objects", dict, where)
-        return cls(
-            cipher=CipherSpec.parse(field_of(document, "cipher", (dict, type(None)), where), where),
-            channel_order=field_of(document, "channel_order", str, where),
-            normalization=Normalization.parse(normalization.get("mean"), normalization.get("std"), where),
-            splits=_splits(field_of(document, "splits", dict, where), where),
-            objects={name: ObjectEntry.parse(entry, f"{where} ({name})") for name, entry in objects.items()},
-            signer=field_of(document, "signer", str, where),
-            created=field_of(document, "created", str, where),
-            tool_version=field_of(document, "tool_version", str, where),
-        )
-
     def to_bytes(self) -> bytes:
-        document = {
-            "format": self.FORMAT,
-            "format_version": self.VERSION,
-            "created": self.created,
-            "tool_version": self.tool_version,
-            "signer": self.signer,
-            "cipher": self.cipher.to_json() if self.cipher else None,
-            "channel_order": self.channel_order,
-            "normalization": self.normalization.to_json(),
-            "splits": self.splits,
-            "objects": {name: self.objects[name].to_json() for name in sorted(self.objects)},
-        }
+        document = self.to_json()
+        document["objects"] = {name: document["objects"][name] for name in sorted(document["objects"])}
         return json.dumps(document, indent=1).encode()
+
+
+class KeyFile(Document):
+    """The owner's key file: the 256-bit secret (hex) and the cipher settings, with the key id derived
+    from them (pipeline.keys checks it). Written once, 0600; never published."""
+
+    FORMAT: ClassVar[str] = "cipherseg-key"
+    VERSION: ClassVar[int] = 1
+    VERSION_FIELD: ClassVar[str] = "version"
+
+    format: Literal["cipherseg-key"] = "cipherseg-key"
+    version: Literal[1] = 1
+    secret: Secret
+    key_id: Hex32
+    block_size: Annotated[int, Field(ge=1, le=256)]
+    negative_positive: bool
+
+
+class PendingRecord(Document):
+    """What an unfinished publish may write or remove in the bundle (names relative to it), and the
+    sequence number it publishes; signed by the owner over :meth:`signed_bytes`. Present only while no
+    manifest is: a publish trusts it (to remove what it lists) only with the owner's valid signature."""
+
+    FORMAT: ClassVar[str] = "cipherseg-publish-pending"
+    VERSION: ClassVar[int] = 1
+
+    format: Literal["cipherseg-publish-pending"] = "cipherseg-publish-pending"
+    format_version: Literal[1] = 1
+    signer: Hex32
+    sequence: Annotated[int, Field(ge=1, le=1 << 62)]
+    objects: Annotated[tuple[RelativePath, ...], Field(strict=False, max_length=MAX_OBJECTS)]
+    signature: Base64Of64 | None = None  # Ed25519, over signed_bytes()
+
+    @property
+    def signature_bytes(self) -> bytes:
+        return base64.b64decode(self.signature or "")
+
+    def signed_bytes(self) -> bytes:
+        """The canonical bytes the signature covers: the record without its signature."""
+        document = self.model_dump(mode="json", exclude={"signature"})
+        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+class AcceptedBundles(Document):
+    """The cloud's record of the newest publication it accepted of each bundle (a small state file in a
+    work directory): ``"<signer> <location>"`` -> sequence number."""
+
+    FORMAT: ClassVar[str] = "cipherseg-accepted-bundles"
+    VERSION: ClassVar[int] = 1
+
+    format: Literal["cipherseg-accepted-bundles"] = "cipherseg-accepted-bundles"
+    format_version: Literal[1] = 1
+    accepted: Annotated[dict[Annotated[str, Field(max_length=2100)], Annotated[int, Field(ge=1)]], Field(max_length=100_000)] = {}

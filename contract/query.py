@@ -15,17 +15,20 @@ running service tells its clients about the model it serves.
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Annotated, ClassVar, Literal, NamedTuple, Self
 
-from contract.formats import CipherSpec, FormatError, as_object, check_header, describe_cipher, field_of
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from contract.errors import FormatError
+from contract.formats import MAX_IMAGE_PIXELS, CipherSpec, Document, Text, describe_cipher
 
 QUERY_TAG = "cipherseg-cipher"
-# Eight Cityscapes images (1024x2048): 48 MiB once decoded. A bound the cloud can afford per query.
+# A service holds up to its queue's length of decoded queries at once: a query is bounded tighter than
+# what either side decodes (MAX_IMAGE_PIXELS), at eight Cityscapes frames (48 MiB decoded).
 MAX_QUERY_PIXELS = 4096 * 4096
-_MAX_TAG_BYTES = 1024  # a cipher spec's JSON is about 100 bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_RGB, PNG_GREY = 2, 0  # IHDR colour types
@@ -48,29 +51,27 @@ def png_header(data: bytes | Exception) -> PngHeader | None:
     return PngHeader(height, width, data[24], data[25])
 
 
-def format_problem(header: PngHeader | None) -> str | None:
-    """Why an image with this header is not an 8-bit RGB PNG (None: it is)."""
-    if header is None:
-        return "not a PNG file"
-    if (header.bit_depth, header.colour_type) != (8, PNG_RGB):
-        alpha = ", with alpha" if header.colour_type == 6 else ""
-        return f"not an 8-bit RGB PNG (bit depth {header.bit_depth}, colour type {header.colour_type}{alpha})"
-    return None
-
-
-def size_problem(header: PngHeader, block_size: int | None, shape: tuple[int, int] | None = None) -> str | None:
-    """Why an image of this size cannot be encrypted in blocks (None: it can); ``shape``: the size it must have."""
-    height, width = header.height, header.width
-    if block_size and (height % block_size or width % block_size):
-        return f"image size {height}x{width} is not a multiple of the block size {block_size}"
-    if shape and (height, width) != shape:
-        return f"image size {height}x{width} differs from the other images of its split ({shape[0]}x{shape[1]})"
-    return None
-
-
 def image_problem(header: PngHeader | None, block_size: int | None, shape: tuple[int, int] | None = None) -> str | None:
     """Why an image with this PNG header cannot be encrypted (None: it can)."""
-    return format_problem(header) or size_problem(header, block_size, shape)
+    problem = _problem(header, block_size, shape, MAX_IMAGE_PIXELS)
+    return problem[1] if problem else None
+
+
+def _problem(header: PngHeader | None, block_size: int | None, shape: tuple[int, int] | None, max_pixels: int) -> tuple[str, str] | None:
+    """(reason, message) of what is wrong with an image of this header, None if nothing."""
+    if header is None:
+        return QueryRefused.NOT_PNG, "not a PNG file"
+    height, width, depth, colour = header
+    if height * width > max_pixels:
+        return QueryRefused.SIZE, f"image size {height}x{width} is larger than cipherseg decodes ({max_pixels} pixels at most)"
+    if (depth, colour) != (8, PNG_RGB):
+        alpha = ", with alpha" if colour == 6 else ""
+        return QueryRefused.NOT_RGB8, f"not an 8-bit RGB PNG (bit depth {depth}, colour type {colour}{alpha})"
+    if block_size and (height % block_size or width % block_size):
+        return QueryRefused.SIZE, f"image size {height}x{width} is not a multiple of the block size {block_size}"
+    if shape and (height, width) != shape:
+        return QueryRefused.SIZE, f"image size {height}x{width} differs from the other images of its split ({shape[0]}x{shape[1]})"
+    return None
 
 
 class QueryRefused(FormatError):
@@ -105,17 +106,9 @@ def read_query(data: bytes, block_size: int) -> Query:
     The image itself is not decoded: the header and the chunk list say all this.
     """
     header = png_header(data)
-    problem = format_problem(header)
+    problem = _problem(header, block_size, None, MAX_QUERY_PIXELS)
     if problem:
-        raise QueryRefused(QueryRefused.NOT_PNG if header is None else QueryRefused.NOT_RGB8, problem)
-    problem = size_problem(header, block_size)
-    if problem:
-        raise QueryRefused(QueryRefused.SIZE, problem)
-    if header.height * header.width > MAX_QUERY_PIXELS:
-        raise QueryRefused(
-            QueryRefused.SIZE,
-            f"image size {header.height}x{header.width} is more than the {MAX_QUERY_PIXELS} pixels a query may have",
-        )
+        raise QueryRefused(*problem)
     return Query(header.height, header.width, _cipher_of(_query_tags(data)))
 
 
@@ -158,90 +151,49 @@ def _cipher_of(tags: list[tuple[bytes, bytes]]) -> CipherSpec | None:
         raise QueryRefused(
             QueryRefused.TAGGED_TWICE, f"names a cipher {len(tags)} times: encrypted more than once, or altered"
         )
-    (kind, text), = tags
+    ((kind, text),) = tags
     if kind != b"tEXt":
         raise QueryRefused(QueryRefused.TAG, f"names its cipher in a {kind.decode()} chunk, not in tEXt as queries do")
-    if len(text) > _MAX_TAG_BYTES:
-        raise QueryRefused(QueryRefused.TAG, f"its cipher tag is {len(text)} bytes, more than a cipher spec's {_MAX_TAG_BYTES}")
     try:
-        document = json.loads(text.decode("latin-1"))  # tEXt is Latin-1
-    except (ValueError, RecursionError):
-        raise QueryRefused(QueryRefused.TAG, "its cipher tag is not JSON") from None
-    if document is None:
-        raise QueryRefused(QueryRefused.TAG, "its cipher tag names no cipher")
-    try:
-        return CipherSpec.parse(document, "its cipher tag")
+        return CipherSpec.parse(text, f"its {QUERY_TAG} tag")  # closed: JSON of a cipher spec and nothing else
     except FormatError as error:
         raise QueryRefused(QueryRefused.TAG, str(error)) from None
 
 
 def tag_text(cipher: CipherSpec) -> str:
     """The text of the :data:`QUERY_TAG` chunk that names ``cipher``."""
-    return json.dumps(cipher.to_json())
+    return cipher.model_dump_json()
 
 
 # --- what a service tells its clients ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ServiceInfo:
+Byte = Annotated[int, Field(ge=0, le=255)]
+Colour = Annotated[tuple[Byte, Byte, Byte], Field(strict=False)]
+
+
+class ServiceInfo(Document):
     """What a segmentation service serves (``GET /v1/model``): the cipher its model reads (None: plain
     images), the block size query sides must be multiples of, the largest request body it takes, and
     its classes with their colours and Cityscapes labelIds (indexed by trainId), so that a client
-    writes the same maps the cloud's own ``training.predict`` writes."""
+    writes the maps the cloud's own ``training.predict`` writes."""
 
-    FORMAT = "cipherseg-service"
-    VERSION = 1
+    FORMAT: ClassVar[str] = "cipherseg-service"
+    VERSION: ClassVar[int] = 1
 
+    format: Literal["cipherseg-service"] = "cipherseg-service"
+    format_version: Literal[1] = 1
     cipher: CipherSpec | None
-    block_size: int
-    max_body_bytes: int
-    classes: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...]
-    label_ids: tuple[int, ...]
+    block_size: Annotated[int, Field(ge=1, le=256)]
+    max_body_bytes: Annotated[int, Field(ge=1)]
+    classes: Annotated[tuple[Text, ...], Field(strict=False, min_length=1, max_length=255)]
+    palette: Annotated[tuple[Colour, ...], Field(strict=False, max_length=255)]
+    label_ids: Annotated[tuple[Byte, ...], Field(strict=False, max_length=255)]
 
-    @classmethod
-    def parse(cls, value: Any, where: str) -> ServiceInfo:
-        document = as_object(value, where)
-        check_header(document, cls.FORMAT, cls.VERSION, where)
-        classes = field_of(document, "classes", list, where)
-        palette = field_of(document, "palette", list, where)
-        label_ids = field_of(document, "label_ids", list, where)
-        if not all(isinstance(name, str) for name in classes):
-            raise FormatError(f"{where}: 'classes' must be strings")
-        if not (len(palette) == len(label_ids) == len(classes)):
-            raise FormatError(f"{where}: {len(classes)} classes, {len(palette)} colours and {len(label_ids)} labelIds")
-        if not all(isinstance(c, list) and len(c) == 3 and all(_byte(v) for v in c) for c in palette):
-            raise FormatError(f"{where}: 'palette' must be [r, g, b] triples of 0-255")
-        if not all(_byte(v) for v in label_ids):
-            raise FormatError(f"{where}: 'label_ids' must be numbers 0-255")
-        return cls(
-            cipher=CipherSpec.parse(field_of(document, "cipher", (dict, type(None)), where), where),
-            block_size=_positive(field_of(document, "block_size", int, where), "block_size", where),
-            max_body_bytes=_positive(field_of(document, "max_body_bytes", int, where), "max_body_bytes", where),
-            classes=tuple(classes),
-            palette=tuple(tuple(c) for c in palette),
-            label_ids=tuple(label_ids),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": self.FORMAT,
-            "format_version": self.VERSION,
-            "cipher": self.cipher.to_json() if self.cipher else None,
-            "block_size": self.block_size,
-            "max_body_bytes": self.max_body_bytes,
-            "classes": list(self.classes),
-            "palette": [list(c) for c in self.palette],
-            "label_ids": list(self.label_ids),
-        }
-
-
-def _byte(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255
-
-
-def _positive(value: int, name: str, where: str) -> int:
-    if value < 1:
-        raise FormatError(f"{where}: {name!r} must be positive, not {value}")
-    return value
+    @model_validator(mode="after")
+    def _one_per_class(self) -> Self:
+        if not len(self.classes) == len(self.palette) == len(self.label_ids):
+            raise PydanticCustomError(
+                "classes", f"{len(self.classes)} classes, {len(self.palette)} colours and {len(self.label_ids)} labelIds"
+            )
+        return self

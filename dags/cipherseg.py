@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 @dag(
     schedule=None,
+    # Runs share the key file and, unless their parameters say otherwise, the owner's store and the bundle:
+    # one run at a time, so that two never write one store or bundle at once.
+    max_active_runs=1,
     # Every stage resumes (encrypt: per-shard records; train: its last checkpoint) or rewrites its own
     # output, so a retry redoes only what is unfinished. The delay is [core] default_task_retry_delay.
     default_args={"retries": 2},

@@ -27,7 +27,8 @@ from pipeline.cipher import BlockCipher, from_blocks, to_blocks
 from pipeline.errors import PipelineError
 from contract.bundle import MANIFEST
 from pipeline.keys import Key
-from pipeline.storage import write_private
+from contract.outputs import OutputKind
+from pipeline.atomic import write_private
 
 SETTINGS = {False: "shuffle", True: "shuffle + negative-positive"}
 KNOWN_PAIRS = (1, 2)
@@ -297,11 +298,11 @@ def write_report(
     if patch_embeddings is not None:
         results["known_model"] = {"positions_correct": fraction_correct(known_model_attack(*patch_embeddings), key)}
     # Owner-private: the figure shows plain images (files 0600, folders 0700).
-    write_private(str(out / "audit.json"), (json.dumps(results, indent=2) + "\n").encode())
+    write_private(str(out / "audit.json"), (json.dumps(results, indent=2) + "\n").encode(), OutputKind.JSON)
     figure = np.concatenate(list(rows.values()), axis=0)
-    write_private(str(out / "figure.png"), cv2.imencode(".png", cv2.cvtColor(figure, cv2.COLOR_RGB2BGR))[1].tobytes())
+    write_private(str(out / "figure.png"), cv2.imencode(".png", cv2.cvtColor(figure, cv2.COLOR_RGB2BGR))[1].tobytes(), OutputKind.PNG)
     report = out / "report.md"
-    write_private(str(report), _markdown(results).encode())
+    write_private(str(report), _markdown(results).encode(), OutputKind.TEXT)
     return report
 
 

@@ -1,9 +1,9 @@
 """The key-holder's client of the cloud's segmentation service (``training.serve``): plain images in, plain maps out.
 
 Each image is encrypted in memory (no encrypted file is written), sent to the service, and its map
-written as ``training.predict`` writes it: ``<name>_trainIds.png``, ``<name>_labelIds.png`` and
-``<name>_color.png`` (the colours and labelIds come from the service's description of its classes, so
-nothing of mmseg is needed here), and ``legend.png`` when asked. What the service would refuse is
+written as ``training.predict`` writes it: ``trainIds/<name>_trainIds.png``, ``labelIds/<name>_labelIds.png``
+and ``color/<name>_color.png`` (the colours and labelIds come from the service's description of its
+classes, so nothing of mmseg is needed here), and ``legend.png`` when asked. What the service would refuse is
 refused here first, by the same check (:func:`contract.query.check_query`): every image is checked
 before any is sent, and the key against what the service's model reads. Requests run with bounded
 concurrency; a full service (503) and a lost connection are retried with exponential backoff,
@@ -25,7 +25,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from contract.formats import FormatError, describe_cipher
+from contract.errors import FormatError
+from contract.formats import describe_cipher
+from contract.outputs import OutputKind, write_file
 from contract.query import QueryRefused, ServiceInfo, check_query
 from pipeline.cipher import BlockCipher
 from pipeline.errors import PipelineError
@@ -80,7 +82,6 @@ def segment_queries(
     label_ids = np.zeros(256, np.uint8)
     label_ids[: len(info.label_ids)] = info.label_ids
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
 
     def segment(path: Path) -> list[Path]:
         session, cipher = worker()
@@ -96,18 +97,17 @@ def segment_queries(
         train_ids = cv2.imdecode(np.frombuffer(answer.content, np.uint8), cv2.IMREAD_UNCHANGED)
         if train_ids is None or train_ids.shape != image.shape[:2] or train_ids.dtype != np.uint8:
             raise PipelineError(f"{path}: {server} answered with no {image.shape[0]}x{image.shape[1]} map")
-        written = [out / f"{path.stem}_{fmt}.png" for fmt in ("trainIds", "labelIds", "color")]
-        written[0].write_bytes(answer.content)  # as the service encoded it, byte for byte
-        for target, result in zip(written[1:], (label_ids[train_ids], cv2.cvtColor(colours[train_ids], cv2.COLOR_RGB2BGR))):
-            if not cv2.imwrite(str(target), result):
-                raise PipelineError(f"{target}: could not write the image")
-        return written
+        maps = {
+            "trainIds": answer.content,  # as the service encoded it, byte for byte
+            "labelIds": cv2.imencode(".png", label_ids[train_ids])[1].tobytes(),
+            "color": cv2.imencode(".png", cv2.cvtColor(colours[train_ids], cv2.COLOR_RGB2BGR))[1].tobytes(),
+        }
+        return [write_file(out / fmt / f"{path.stem}_{fmt}.png", png, OutputKind.PNG) for fmt, png in maps.items()]
 
     with ThreadPoolExecutor(concurrency, thread_name_prefix="query") as pool:
         written = [target for targets in pool.map(segment, paths) for target in targets]
     if legend:
-        (out / "legend.png").write_bytes(_request(_session(), "get", f"{server}/v1/legend", server).content)
-        written.append(out / "legend.png")
+        written.append(write_file(out / "legend.png", _request(_session(), "get", f"{server}/v1/legend", server).content, OutputKind.PNG))
     return written
 
 
@@ -121,8 +121,8 @@ def _session() -> requests.Session:
 def _service_info(session: requests.Session, server: str) -> ServiceInfo:
     answer = _request(session, "get", f"{server}/v1/model", server)
     try:
-        return ServiceInfo.parse(answer.json(), f"{server}/v1/model")
-    except (ValueError, FormatError) as error:
+        return ServiceInfo.parse(answer.content, f"{server}/v1/model")
+    except FormatError as error:
         raise PipelineError(f"{server}/v1/model: not a cipherseg segmentation service ({error})") from None
 
 

@@ -1,11 +1,9 @@
-"""Where the encrypt stage's tasks run: a new local Dask cluster or an existing one, with progress."""
+"""Where the encrypt stage's tasks run: a new local Dask cluster or an existing one."""
 
 from __future__ import annotations
 
 import logging
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,7 +12,6 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-PROGRESS_LOG_SECONDS = 10
 CONNECT_TIMEOUT = "5s"  # an unreachable scheduler fails fast, before anything is written
 _PROTOCOLS = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
 
@@ -57,27 +54,3 @@ def local_cluster(workers: int):
             dashboard_address=":0",
             silence_logs=logging.ERROR,
         )
-
-
-@contextmanager
-def progress(total: int, what: str) -> Iterator[Callable[[int], None]]:
-    """advance(n) after n more items: a tqdm bar on a terminal, else a log line every 10 s and at the end."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        with tqdm(total=total, unit="img", desc=what) as bar:
-            yield bar.update
-        return
-    start = last = time.monotonic()
-    done = 0
-
-    def advance(n: int) -> None:
-        nonlocal done, last
-        done += n
-        now = time.monotonic()
-        if now - last >= PROGRESS_LOG_SECONDS or done == total:
-            last = now
-            rate = done / max(now - start, 1e-9)
-            log.info("%s: %d/%d images, %.1f images/s, %.0f s left", what, done, total, rate, (total - done) / rate)
-
-    yield advance

@@ -19,6 +19,8 @@ from typing import Any
 from pipeline.errors import OnError, PipelineError
 
 DEFAULT_ARCH = "vit_tiny_patch16_384"
+# Where the stages that write one tree put it without --out (the other stages that write one need --out).
+OUT_DEFAULTS = {"encrypt-query": "data/cloud/queries", "query": "data/owner/maps", "audit": "data/owner/audit"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class Options:
     @property
     def weights_path(self) -> str:
         return self.weights or f"data/raw/weights/{self.arch}.safetensors"
+
+    def out_path(self, stage: str) -> str | None:
+        return self.out or OUT_DEFAULTS.get(stage)
 
 
 def _text(value: Any) -> str:

@@ -1,17 +1,20 @@
 """The encrypt stage: a raw Cityscapes tree -> one Zarr v3 store of block-encrypted images and plain
 labels, one Dask task per shard; an interrupted run resumes, redoing only unfinished or changed shards.
 
-    inputs   plans the samples of each split from a listing and the PNG headers
-    store    creates the store, or checks that an existing one is this run's
-    shards   writes one shard and its completion record (a Dask task)
-    cluster  the local or remote Dask cluster, and progress
+    inputs      plans the samples of each split from a listing and the PNG headers
+    zarr_store  creates the store, or checks that an existing one is this run's
+    shards      writes one shard and its completion record (a Dask task)
+    cluster     the local or remote Dask cluster
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from contract.formats import Skip, StoreAttributes
@@ -20,9 +23,10 @@ from pipeline.errors import OnError, PipelineError
 from pipeline.inputs import SplitPlan, fingerprint, plan_dataset
 from pipeline.keys import Key
 from pipeline.shards import ShardResult, ShardTask, ShardWriter
-from pipeline.store import DEFAULT_SHARD_SIZE, finish_store, prepare_store
+from pipeline.zarr_store import DEFAULT_SHARD_SIZE, finish_store, prepare_store
 
 log = logging.getLogger(__name__)
+_PROGRESS_LOG_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def encrypt_dataset(
         if sum(skip.split == plan.name for skip in skipped) == len(plan.samples):
             raise PipelineError(f"{raw}: no usable image in split {plan.name!r} (every one was skipped); the store stays incomplete")
     attributes = StoreAttributes.parse(dict(root.attrs), store)
-    finish_store(root, replace(attributes, complete=True, skipped=skipped))
+    finish_store(root, attributes.model_copy(update={"complete": True, "skipped": skipped}))
     written = sum(result.written for result in results)
     return EncryptSummary(store, {p.name: len(p.samples) for p in plans}, written, len(results) - written, skipped)
 
@@ -89,7 +93,7 @@ def _run(client: Any, writer: ShardWriter, tasks: list[ShardTask], key: Key | No
     # Scattered once to every worker; each task gets the worker's copy (not the key pickled per task).
     shared_key = client.scatter(key, broadcast=True) if key is not None else None
     results = []
-    with cluster.progress(total, "encrypt") as advance:
+    with progress(total, "encrypt") as advance:
         futures = client.map(writer, tasks, secret_key=shared_key, pure=False)
         for future in as_completed(futures):
             result = future.result()  # re-raises a task's exception; leaving the block cancels the rest
@@ -98,3 +102,27 @@ def _run(client: Any, writer: ShardWriter, tasks: list[ShardTask], key: Key | No
             results.append(result)
             advance(result.images)
     return results
+
+
+@contextmanager
+def progress(total: int, what: str) -> Iterator[Callable[[int], None]]:
+    """advance(n) after n more items: a tqdm bar on a terminal, else a log line every 10 s and at the end."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        with tqdm(total=total, unit="img", desc=what) as bar:
+            yield bar.update
+        return
+    start = last = time.monotonic()
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done, last
+        done += n
+        now = time.monotonic()
+        if now - last >= _PROGRESS_LOG_SECONDS or done == total:
+            last = now
+            rate = done / max(now - start, 1e-9)
+            log.info("%s: %d/%d images, %.1f images/s, %.0f s left", what, done, total, rate, (total - done) / rate)
+
+    yield advance

@@ -92,7 +92,7 @@ def _plan_split(raw, split, paths, labels, entries, headers, block_size, policy:
         name = path.rsplit("/", 1)[1].removesuffix("_leftImg8bit.png")
         label = labels.get(path)
         problem = _problem(path, label, entries, headers, shape, block_size)
-        skip = policy.handle(Skip(split, name, *problem), raw) if problem else None
+        skip = policy.handle(Skip(split=split, name=name, file=problem[0], reason=problem[1]), raw) if problem else None
         stamp = " ".join(str(entries.get(p)) for p in (path, label) if p)
         samples.append(Sample(name, path, label, stamp, skip))
     if shape is None or all(sample.problem for sample in samples):

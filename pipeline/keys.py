@@ -13,8 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
-import os
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,17 +25,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from contract.bundle import MANIFEST, PENDING, SIGNATURE
-from contract.formats import CipherSpec
-from contract.signing import Signature, Signer
+from contract.bundle import CONTROL
+from contract.errors import FormatError, quoted
+from contract.formats import CipherSpec, KeyFile
+from contract.outputs import OutputKind, write_new
+from contract.signing import Signature, Signer, read_small
 from pipeline.errors import PipelineError
 
-KEY_FORMAT = "cipherseg-key"
-KEY_VERSION = 1
 SECRET_BYTES = 32
 DEFAULT_BLOCK_SIZE = 16
 # What marks a folder as a dataset store or a bundle: a key file must never be written inside one.
-_STORE_OR_BUNDLE_MARKERS = ("zarr.json", MANIFEST, SIGNATURE, PENDING)
+_STORE_OR_BUNDLE_MARKERS = ("zarr.json", *CONTROL)
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ class Key:
 
     def spec(self) -> CipherSpec:
         """The public description of the cipher this key defines (no secret)."""
-        return CipherSpec(self.key_id, self.block_size, self.negative_positive)
+        return CipherSpec(key_id=self.key_id, block_size=self.block_size, negative_positive=self.negative_positive)
 
     def _signing_key(self) -> Ed25519PrivateKey:
         seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"cipherseg/v1/signing-key").derive(self.secret)
@@ -92,11 +90,11 @@ class Key:
 
     def signer(self) -> Signer:
         """The owner's public verification key: what the cloud is given to check the owner's bundles."""
-        return Signer(self._signing_key().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+        return Signer.of(self._signing_key().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
     def sign(self, message: bytes) -> Signature:
         """The owner's Ed25519 signature of ``message`` (a manifest's bytes)."""
-        return Signature(self.signer().fingerprint, self._signing_key().sign(message))
+        return Signature.of(self.signer().fingerprint, self._signing_key().sign(message))
 
     def secret_patterns(self) -> dict[str, bytes]:
         """Every form in which this key's secrets could leak into a file: the secret and the signing
@@ -134,6 +132,17 @@ def save(key: Key, path: str | Path, *, not_inside: Iterable[str | Path] = ()) -
     store and bundle, which may not exist yet). Publishing and encrypting remove objects there.
     """
     path = Path(path)
+    check_key_path(path, not_inside)
+    document = KeyFile(secret=key.secret.hex(), key_id=key.key_id, block_size=key.block_size, negative_positive=key.negative_positive)
+    return write_new(path, document.model_dump_json(indent=2).encode() + b"\n", OutputKind.KEY, mode=0o600)
+
+
+def check_key_path(path: str | Path, not_inside: Iterable[str | Path] = ()) -> None:
+    """Refuse a key path where a file is, or inside a dataset store or a bundle (see :func:`save`), before
+    anything is written."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():  # never replace a key: its data would become undecryptable
+        raise PipelineError(f"{quoted(path)}: a file already exists there; refusing to overwrite it with a key")
     forbidden = {Path(p).resolve() for p in not_inside if "://" not in str(p)}
     for parent in path.resolve().parents:
         if (
@@ -141,48 +150,21 @@ def save(key: Key, path: str | Path, *, not_inside: Iterable[str | Path] = ()) -
             or parent.suffix == ".zarr"
             or any((parent / marker).exists() for marker in _STORE_OR_BUNDLE_MARKERS)
         ):
-            raise PipelineError(f"{path}: inside the dataset store or bundle {parent}; keep the key outside them")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "format": KEY_FORMAT,
-        "version": KEY_VERSION,
-        "secret": key.secret.hex(),
-        **key.spec().to_json(),
-    }
-    try:
-        # O_EXCL: never replace a key (its data would become undecryptable); 0600 from creation on.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise PipelineError(f"{path}: a key file already exists; refusing to overwrite it") from None
-    with os.fdopen(fd, "w") as f:
-        json.dump(document, f, indent=2)
-        f.write("\n")
-    return path
+            raise PipelineError(f"{quoted(path)}: inside the dataset store or bundle {quoted(parent)}; keep the key outside them")
 
 
 def load(path: str | Path) -> Key:
     """Read a key file, checking its format and integrity (the stored key id must match)."""
     path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{quoted(path)}: no key file here (create one with --stage keygen)")
     try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: no key file here (create one with --stage keygen)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise PipelineError(f"{path}: not a readable key file ({error})") from None
-    if not isinstance(document, dict) or document.get("format") != KEY_FORMAT:
-        raise PipelineError(f"{path}: not a cipherseg key file")
-    if document.get("version") != KEY_VERSION:
-        raise PipelineError(f"{path}: key format version {document.get('version')!r} is not supported")
-    try:
-        key = Key(
-            bytes.fromhex(document["secret"]),
-            int(document["block_size"]),
-            bool(document["negative_positive"]),
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        raise PipelineError(f"{path}: corrupt key file ({error})") from None
-    if document.get("key_id") != key.key_id:
-        raise PipelineError(f"{path}: corrupt key file (its key id does not match its secret)")
+        document = KeyFile.parse(read_small(path, "key file"), str(path))
+    except FormatError as error:
+        raise PipelineError(f"{error} (not a readable cipherseg key file)") from None
+    key = Key(bytes.fromhex(document.secret), document.block_size, document.negative_positive)
+    if document.key_id != key.key_id:
+        raise PipelineError(f"{quoted(path)}: corrupt key file (its key id does not match its secret)")
     return key
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from contract.formats import CipherSpec, describe_cipher
+from contract.outputs import OutputKind, write_file
 from contract.query import QUERY_TAG, QueryRefused, read_query as read_header, tag_text
 from pipeline.cipher import BlockCipher
 from pipeline.errors import PipelineError
@@ -75,13 +76,7 @@ def encode_rgb(image: np.ndarray, cipher: CipherSpec | None = None) -> bytes:
 
 def write_rgb(path: str | Path, image: np.ndarray, cipher: CipherSpec | None = None) -> Path:
     """Write an RGB image as PNG, naming ``cipher`` in its text chunk when given."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        path.write_bytes(encode_rgb(image, cipher))
-    except OSError as error:
-        raise PipelineError(f"{path}: could not write the image ({error})") from None
-    return path
+    return write_file(path, encode_rgb(image, cipher), OutputKind.PNG)
 
 
 def encrypt_queries(images: Sequence[str | Path], key: Key, out: str | Path) -> list[Path]:

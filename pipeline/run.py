@@ -11,13 +11,20 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import fields
+from enum import Enum
 from pathlib import Path
 
 from contract.errors import run_reporting
-from pipeline.config import Options, resolve
+from pipeline.config import OUT_DEFAULTS, Options, resolve
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun`` in the right number: '1 image', '2 images', '3 queries'."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def stage_sample(o: Options) -> None:
@@ -26,7 +33,7 @@ def stage_sample(o: Options) -> None:
 
     counts = dict(zip(("train", "val", "test"), o.sample_counts))
     paths = sample.write_sample(o.raw, counts=counts, size=o.sample_size, seed=o.seed)
-    log.info("wrote %d sample images under %s", len(paths), o.raw)
+    log.info("wrote %s under %s", count(len(paths), "sample image"), o.raw)
     if o.weights is None and o.raw != Options.raw:  # only under the paths it was given
         log.info("no --weights given: no stand-in checkpoint written")
         return
@@ -42,7 +49,7 @@ def stage_augment(o: Options) -> None:
         raise PipelineError("--stage augment needs --out (a folder for the augmented Cityscapes tree)")
     _require(o.raw, "the Cityscapes tree to augment (--raw)")
     written = augment.augment_tree(o.raw, o.out, copies=o.copies, seed=o.seed)
-    log.info("wrote %s with %d augmented training images; encrypt it with --raw %s", o.out, len(written), o.out)
+    log.info("wrote %s with %s; encrypt it with --raw %s", o.out, count(len(written), "augmented training image"), o.out)
 
 
 def stage_keygen(o: Options) -> None:
@@ -51,6 +58,9 @@ def stage_keygen(o: Options) -> None:
     from pipeline import keys
 
     key = keys.generate(o.block_size, o.negative_positive)
+    keys.check_key_path(o.key_path, not_inside=(o.store, o.bundle))
+    if Path(o.signer_path).exists() or Path(o.signer_path).is_symlink():  # a new key's signer is new: refuse before writing
+        raise PipelineError(f"{o.signer_path}: a signer file is already there (another key's); give --signer a new path")
     path = keys.save(key, o.key_path, not_inside=(o.store, o.bundle))
     signer = save_signer(key.signer(), o.signer_path)
     log.info("wrote a new key to %s (key id %s); keep it secret", path, key.key_id)
@@ -71,10 +81,14 @@ def stage_encrypt(o: Options) -> None:
         shard_size=o.shard_size,
         storage_options=o.storage_options,
     )
+    _log_encrypted(summary)
+
+
+def _log_encrypted(summary) -> None:
     log.info(
-        "%s: %s (%d shards written, %d already done, %d images skipped)",
+        "%s: %s (%s written, %d already done, %s skipped)",
         summary.store, ", ".join(f"{n} {split}" for split, n in summary.samples.items()),
-        summary.shards_written, summary.shards_reused, len(summary.skipped),
+        count(summary.shards_written, "shard"), summary.shards_reused, count(len(summary.skipped), "image"),
     )
     for skip in summary.skipped:
         log.warning("skipped %s: %s", skip.file, skip.reason)
@@ -82,12 +96,12 @@ def stage_encrypt(o: Options) -> None:
 
 def stage_decrypt(o: Options) -> None:
     """Decrypt samples of the dataset store back to PNGs under --out (--names: some of them)."""
-    from pipeline import export, keys
+    from pipeline import decrypt, keys
 
     if not o.out:
         raise PipelineError("--stage decrypt needs --out (a folder for the decrypted PNGs)")
-    paths = export.decrypt_samples(o.store, keys.load(o.key_path), o.out, names=o.names, storage_options=o.storage_options)
-    log.info("wrote %d decrypted images under %s", len(paths), o.out)
+    paths = decrypt.decrypt_samples(o.store, keys.load(o.key_path), o.out, names=o.names, storage_options=o.storage_options)
+    log.info("wrote %s under %s", count(len(paths), "decrypted image"), o.out)
 
 
 def stage_encrypt_weights(o: Options) -> None:
@@ -126,9 +140,9 @@ def stage_encrypt_query(o: Options) -> None:
 
     if not o.query:
         raise PipelineError("--stage encrypt-query needs --query IMAGE [IMAGE ...]")
-    out = o.out or "data/cloud/queries"
+    out = o.out_path("encrypt-query")
     written = query.encrypt_queries(o.query, keys.load(o.key_path), out)
-    log.info("wrote %d encrypted queries to %s", len(written), out)
+    log.info("wrote %s to %s", count(len(written), "encrypted query", "encrypted queries"), out)
 
 
 def stage_query(o: Options) -> None:
@@ -137,10 +151,9 @@ def stage_query(o: Options) -> None:
 
     if not o.query:
         raise PipelineError("--stage query needs --query IMAGE [IMAGE ...]")
-    out = o.out or "data/owner/maps"
-    key = keys.load(o.key_path)
-    client.segment_queries(o.server, o.query, key, out, concurrency=o.concurrency, legend=o.legend)
-    log.info("wrote the maps of %d queries to %s", len(o.query), out)
+    out = o.out_path("query")
+    client.segment_queries(o.server, o.query, keys.load(o.key_path), out, concurrency=o.concurrency, legend=o.legend)
+    log.info("wrote the maps of %s to %s", count(len(o.query), "query", "queries"), out)
 
 
 def stage_publish(o: Options) -> None:
@@ -150,13 +163,18 @@ def stage_publish(o: Options) -> None:
 
     key = keys.load(o.key_path)
     signer = save_signer(key.signer(), o.signer_path)  # first: what the cloud checks the bundle with
-    summary = bundle.publish(o.store, o.encrypted_weights, o.bundle, key, storage_options=o.storage_options)
+    _log_published(bundle.publish(o.store, o.encrypted_weights, o.bundle, key, storage_options=o.storage_options), o, signer)
+
+
+def _log_published(summary, o: Options, signer: Path) -> None:
+    for name in summary.ignored:
+        log.warning("ignored %s/%s: not signed by this owner", o.bundle, name)
     for name in summary.left_out:
         log.warning("left out of the bundle (no part of the dataset store): %s/%s", o.store, name)
     log.info(
-        "published %d objects (%.1f MiB) to %s: %d copied, %d unchanged, %d stale removed; signed by owner %s",
-        len(summary.manifest.objects), summary.bytes / 2**20, o.bundle, summary.copied, summary.reused,
-        len(summary.removed), summary.manifest.signer,
+        "published %s (%.1f MiB) to %s as publication %d: %d copied, %d unchanged, %d stale removed; signed by owner %s",
+        count(len(summary.manifest.objects), "object"), summary.bytes / 2**20, o.bundle, summary.manifest.sequence,
+        summary.copied, summary.reused, len(summary.removed), summary.manifest.signer,
     )
     print(
         f"\nGive the cloud these two, and nothing else:\n"
@@ -192,12 +210,15 @@ def stage_audit(o: Options) -> None:
         from pipeline import weights
 
         embeddings = weights.patch_embeddings(o.weights_path, o.arch, o.encrypted_weights)
-    report = audit.write_report(images, keys.load(o.key_path), o.out or "data/owner/audit", embeddings)
-    log.info("wrote the audit of %d images to %s (it shows plain images: never publish it)", len(images), report)
+    report = audit.write_report(images, keys.load(o.key_path), o.out_path("audit"), embeddings)
+    log.info("wrote the audit of %s to %s (it shows plain images: never publish it)", count(len(images), "image"), report)
 
 
 def stage_all(o: Options) -> None:
     """The owner's whole job: encrypt, encrypt-weights, publish (the sample and a key first, on the sample's paths)."""
+    from contract.signing import save_signer
+    from pipeline import job, keys
+
     demo = o.demo or (o.raw, o.key, o.weights) == (Options.raw, None, None)
     if demo:  # the generated sample and a new key, only where the defaults say (or with --demo)
         if not Path(o.raw).exists():
@@ -206,9 +227,16 @@ def stage_all(o: Options) -> None:
             stage_keygen(o)
     for path, what in ((o.raw, "--raw"), (o.key_path, "--key"), (o.weights_path, "--weights")):
         _require(path, f"{what}; --stage all generates the sample and a key only on the default paths or with --demo")
-    for name in ALL:
-        log.info("stage %s", name)
-        STAGES[name](o)
+    key = keys.load(o.key_path)
+    signer = save_signer(key.signer(), o.signer_path)
+    built = job.build_bundle(
+        o.raw, o.weights_path, o.arch, key, store=o.store, checkpoint=o.encrypted_weights, bundle=o.bundle,
+        plain=o.plain, workers=o.workers, scheduler=o.scheduler, on_error=o.on_error, shard_size=o.shard_size,
+        storage_options=o.storage_options,
+    )  # fmt: skip
+    _log_encrypted(built.encrypted)
+    log.info("wrote the encrypted checkpoint to %s", built.checkpoint)
+    _log_published(built.published, o, signer)
 
 
 STAGES: dict[str, Callable[[Options], None]] = {
@@ -226,13 +254,27 @@ STAGES: dict[str, Callable[[Options], None]] = {
     "audit": stage_audit,
     "all": stage_all,
 }
-# What --stage all runs after creating the sample and key when they are missing.
-ALL = ("encrypt", "encrypt-weights", "publish")
 
 
 def _require(path: str, what: str) -> None:
     if "://" not in path and not Path(path).exists():
         raise PipelineError(f"{path}: not found; this is {what}")
+
+
+def shown_defaults() -> dict[str, str]:
+    """Each option's default as ``--help`` shows it, read from :class:`Options`: written as the option takes it,
+    for the options that have one (and the paths the stages derive when none is given)."""
+    o = Options()
+    shown = {}
+    for f in fields(Options):
+        value = getattr(o, f.name)
+        if isinstance(value, Enum):
+            value = value.value
+        if isinstance(value, tuple):
+            value = ("x" if f.name == "sample_size" else ",").join(map(str, value))
+        if value is not None and value is not False and value != "" and not isinstance(value, dict):
+            shown[f.name] = str(value)
+    return {**shown, "key": o.key_path, "signer": o.signer_path, "weights": o.weights_path}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -244,36 +286,44 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=None,
     )
+    defaults = shown_defaults()
+
+    def option(flag: str, help: str, **kwargs) -> None:
+        name = flag.removeprefix("--").replace("-", "_")
+        p.add_argument(flag, help=help + (f" (default: {defaults[name]})" if name in defaults else ""), **kwargs)
+
+    out = ", ".join(f"{stage} to {path}" for stage, path in OUT_DEFAULTS.items())
     p.add_argument("--stage", required=True, metavar="NAME", help="the stage to run (listed below)")
     p.add_argument("--config", metavar="FILE", help="TOML file of options; flags override it")
-    p.add_argument("--raw", metavar="PATH|URL", help="Cityscapes root with leftImg8bit/ and gtFine/")
-    p.add_argument("--key", metavar="PATH", help="the owner's secret key file")
-    p.add_argument("--signer", metavar="PATH", help="the owner's public signer file (default: signer.json beside the key)")
-    p.add_argument("--store", metavar="PATH|URL", help="the encrypted dataset store (Zarr)")
-    p.add_argument("--weights", metavar="PATH", help="source timm checkpoint (plain, pretrained)")
-    p.add_argument("--arch", metavar="NAME", help="timm architecture of --weights")
-    p.add_argument("--encrypted-weights", metavar="PATH", help="the encrypted checkpoint written for the cloud")
-    p.add_argument("--bundle", metavar="PATH|URL", help="the published bundle")
-    p.add_argument("--checkpoint", metavar="PATH", help="a fine-tuned checkpoint: encrypted for decrypt-weights, plain for encrypt-weights")
-    p.add_argument("--query", nargs="+", metavar="IMAGE", help="encrypt-query, query: the user's images (plain PNG)")
-    p.add_argument("--server", metavar="URL", help="query: the cloud's segmentation service (python -m training.serve)")
-    p.add_argument("--concurrency", metavar="N", help="query: requests at once")
-    p.add_argument("--legend", action="store_true", default=None, help="query: also write legend.png (class colours and names)")
-    p.add_argument("--out", metavar="PATH", help="output of augment, decrypt, decrypt-weights, encrypt-weights --checkpoint, encrypt-query, query, audit")
-    p.add_argument("--workers", metavar="N", help="local worker processes (default: all cores)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, tcp://host:port")
-    p.add_argument("--on-error", metavar="fail|skip", help="bad input files: stop, or skip and record")
-    p.add_argument("--shard-size", metavar="N", help="encrypt: images per Zarr shard (one Dask task each)")
-    p.add_argument("--plain", action="store_true", default=None, help="encrypt, encrypt-weights, publish: without a key (the baseline)")
-    p.add_argument("--names", metavar="A,B,...", help="decrypt: the samples to export (default: all)")
-    p.add_argument("--audit-images", metavar="N", help="audit: how many images of --raw's val split to measure on")
-    p.add_argument("--block-size", metavar="P", help="keygen: block size (the ViT patch size)")
-    p.add_argument("--negative-positive", action="store_true", default=None, help="keygen: also invert key-chosen positions")
-    p.add_argument("--seed", help="sample, augment: random seed")
-    p.add_argument("--copies", metavar="N", help="augment: augmented copies of each training image")
-    p.add_argument("--sample-counts", metavar="TRAIN,VAL,TEST", help="sample: images per split")
-    p.add_argument("--sample-size", metavar="HxW", help="sample: image size")
-    p.add_argument("--demo", action="store_true", default=None, help="all: generate the sample and a key where missing")
+    option("--raw", "Cityscapes root with leftImg8bit/ and gtFine/", metavar="PATH|URL")
+    option("--key", "the owner's secret key file", metavar="PATH")
+    option("--signer", "the owner's public signer file, beside --key unless given", metavar="PATH")
+    option("--store", "the encrypted dataset store (Zarr)", metavar="PATH|URL")
+    option("--weights", "source timm checkpoint (plain, pretrained), named for --arch unless given", metavar="PATH")
+    option("--arch", "timm architecture of --weights", metavar="NAME")
+    option("--encrypted-weights", "the encrypted checkpoint written for the cloud", metavar="PATH")
+    option("--bundle", "the published bundle", metavar="PATH|URL")
+    option("--checkpoint", "a fine-tuned checkpoint: encrypted for decrypt-weights, plain for encrypt-weights", metavar="PATH")
+    option("--query", "encrypt-query, query: the user's images (plain PNG)", nargs="+", metavar="IMAGE")
+    option("--server", "query: the cloud's segmentation service (python -m training.serve)", metavar="URL")
+    option("--concurrency", "query: requests at once", metavar="N")
+    option("--legend", "query: also write legend.png (class colours and names)", action="store_true", default=None)
+    option("--out", f"output of augment, decrypt, decrypt-weights, encrypt-weights --checkpoint, encrypt-query, query, audit; "
+                    f"without it, {out}", metavar="PATH")  # fmt: skip
+    option("--workers", "local worker processes, one per core unless given", metavar="N")
+    option("--scheduler", "an existing Dask scheduler, tcp://host:port; without it, a local cluster", metavar="ADDRESS")
+    option("--on-error", "bad input files: stop, or skip and record", metavar="fail|skip")
+    option("--shard-size", "encrypt: images per Zarr shard (one Dask task each)", metavar="N")
+    option("--plain", "encrypt, encrypt-weights, publish: without a key (the baseline)", action="store_true", default=None)
+    option("--names", "decrypt: the samples to export; without it, all", metavar="A,B,...")
+    option("--audit-images", "audit: how many images of --raw's val split to measure on", metavar="N")
+    option("--block-size", "keygen: block size (the ViT patch size)", metavar="P")
+    option("--negative-positive", "keygen: also invert key-chosen positions", action="store_true", default=None)
+    option("--seed", "sample, augment: random seed", metavar="N")
+    option("--copies", "augment: augmented copies of each training image", metavar="N")
+    option("--sample-counts", "sample: images per split", metavar="TRAIN,VAL,TEST")
+    option("--sample-size", "sample: image size", metavar="HxW")
+    option("--demo", "all: generate the sample and a key where missing", action="store_true", default=None)
     return p
 
 

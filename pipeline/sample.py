@@ -23,7 +23,7 @@ import numpy as np
 from cityscapesscripts.helpers.labels import labels, name2label
 
 from pipeline.errors import PipelineError
-from pipeline.storage import atomic_path
+from contract.outputs import OutputKind, guarded_path, write_file
 
 __all__ = ["DEFAULT_COUNTS", "DEFAULT_SIZE", "CITIES", "write_sample", "write_random_vit"]
 
@@ -126,7 +126,7 @@ def write_random_vit(path: str | Path, arch: str, *, seed: int = 0, img_size: in
         model = timm.create_model(arch, pretrained=False, **({} if img_size is None else {"img_size": img_size}))
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with guarded_path(path, OutputKind.CHECKPOINT) as tmp:
         save_file(tensors, tmp, metadata={"arch": arch, "source": "random-init"})
     return path
 
@@ -331,5 +331,4 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     ok, png = cv2.imencode(".png", array)
     if not ok:
         raise RuntimeError(f"cv2 could not encode {path.name}")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(png)
+    write_file(path, png.tobytes(), OutputKind.PNG)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from functools import cache
@@ -31,8 +30,8 @@ from pipeline.cipher import BlockCipher
 from pipeline.errors import OnError
 from pipeline.inputs import Sample
 from pipeline.keys import Key
-from pipeline.storage import put_atomic
-from pipeline.store import zarr_store
+from pipeline.atomic import put_atomic
+from pipeline.zarr_store import zarr_store
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +99,18 @@ class ShardWriter:
         end = task.start + len(task.samples)
         for name, data in (("images", images), ("labels", labels)) if task.labelled else (("images", images),):
             group[name].with_config({"write_empty_chunks": True})[task.start : end] = data  # one whole shard
-        record = ShardRecord(tuple(s.name for s in task.samples), task.inputs, {name: written[name] for name in objects}, skipped)
-        put_atomic(fs, record_path, json.dumps(record.to_json(), indent=1).encode())
+        record = ShardRecord(
+            names=tuple(s.name for s in task.samples), inputs=task.inputs, objects={name: written[name] for name in objects}, skipped=skipped
+        )
+        put_atomic(fs, record_path, record.to_bytes())
         return ShardResult(task.split, task.index, len(task.samples), True, skipped)
 
     def _read_record(self, fs, path: str) -> ShardRecord | None:
         try:
-            return ShardRecord.parse(json.loads(fs.cat_file(path)), path)
+            return ShardRecord.parse(fs.cat_file(path), path)
         except FileNotFoundError:
             return None
-        except (ValueError, UserError) as error:  # a damaged record: the shard is simply redone
+        except UserError as error:  # a damaged record: the shard is simply redone
             log.warning("%s: unreadable shard record (%s); writing the shard again", path, error)
             return None
 
@@ -144,7 +145,7 @@ class _HashingStore(WrapperStore):
         # Hashed beside the write, in a thread (hashlib releases the GIL): ~4 ms per 1024x2048
         # image that overlaps the store's own write instead of adding to it.
         digest, _ = await asyncio.gather(asyncio.to_thread(_sha256, data), self._store.set(key, value))
-        self.written[key] = ObjectEntry(data.nbytes, digest)
+        self.written[key] = ObjectEntry(size=data.nbytes, sha256=digest)
 
 
 def _sha256(data: np.ndarray) -> str:
@@ -198,7 +199,7 @@ def _load_samples(
             else:  # straight into the shard while the decoded image is in cache: no second copy
                 cipher.encrypt(image, out=images[i])
         except _Unusable as problem:
-            problems.append(Skip(task.split, sample.name, problem.file, problem.reason))
+            problems.append(Skip(split=task.split, name=sample.name, file=problem.file, reason=problem.reason))
     return images, labels, problems
 
 

@@ -44,139 +44,73 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from contract.formats import CheckpointMetadata, FormatError, ModelProvenance, Normalization, describe_cipher
+from contract.errors import FormatError, quoted
+from contract.formats import CheckpointMetadata, Normalization, describe_cipher
+from contract.outputs import OutputKind, guarded_path
+from contract.registry import FAMILIES, PATCH_BIAS, PATCH_WEIGHT, BackboneFamily, FirstLayer, family_of_timm, fit_problems, why_no_fold
 from pipeline.cipher import from_blocks, to_blocks
 from pipeline.errors import PipelineError
 from pipeline.keys import Key
-from pipeline.storage import atomic_path
 
 
 def pretrained_normalization(arch: str) -> Normalization:
     """The normalization ``arch`` was pretrained with, from timm's pretrained config (offline)."""
     config = timm.get_pretrained_cfg(arch)
-    return Normalization(tuple(255.0 * m for m in config.mean), tuple(255.0 * s for s in config.std))
-
-
-PATCH_WEIGHT = "patch_embed.projection.weight"
-PATCH_BIAS = "patch_embed.projection.bias"
-BEIT_LAYOUT = CheckpointMetadata.BEIT_LAYOUT
-
-
-def _renames(*pairs: tuple[str, str]) -> tuple[tuple[re.Pattern, str], ...]:
-    return tuple((re.compile(pattern), replacement) for pattern, replacement in pairs)
-
-
-# timm name -> mmseg name (full matches, in order), by the layout the metadata names: mmseg's
-# vit2mmseg and beit2mmseg converters.
-_TIMM_TO_MMSEG = {
-    CheckpointMetadata.LAYOUT: _renames(
-        (r"(cls_token|pos_embed)", r"\1"),
-        (r"patch_embed\.proj\.(weight|bias)", r"patch_embed.projection.\1"),
-        (r"blocks\.(\d+)\.norm([12])\.(weight|bias)", r"layers.\1.ln\2.\3"),
-        (r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)", r"layers.\1.attn.attn.in_proj_\2"),
-        (r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", r"layers.\1.attn.attn.out_proj.\2"),
-        (r"blocks\.(\d+)\.mlp\.fc1\.(weight|bias)", r"layers.\1.ffn.layers.0.0.\2"),
-        (r"blocks\.(\d+)\.mlp\.fc2\.(weight|bias)", r"layers.\1.ffn.layers.1.\2"),
-        (r"norm\.(weight|bias)", r"ln1.\1"),
-    ),
-    BEIT_LAYOUT: _renames(
-        (r"cls_token", r"cls_token"),
-        (r"patch_embed\.proj\.(weight|bias)", r"patch_embed.projection.\1"),
-        (r"blocks\.(\d+)\.(gamma_[12])", r"layers.\1.\2"),
-        (r"blocks\.(\d+)\.norm([12])\.(weight|bias)", r"layers.\1.ln\2.\3"),
-        (r"blocks\.(\d+)\.attn\.(q_bias|v_bias|relative_position_bias_table)", r"layers.\1.attn.\2"),
-        (r"blocks\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)", r"layers.\1.attn.\2.\3"),
-        (r"blocks\.(\d+)\.mlp\.fc1\.(weight|bias)", r"layers.\1.ffn.layers.0.0.\2"),
-        (r"blocks\.(\d+)\.mlp\.fc2\.(weight|bias)", r"layers.\1.ffn.layers.1.\2"),
-    ),
-}
-# The timm classes whose checkpoints convert, and the layout each converts to.
-_LAYOUTS = ((timm.models.VisionTransformer, CheckpointMetadata.LAYOUT), (timm.models.Beit, BEIT_LAYOUT))
-# Weights whose grid follows the pretraining resolution, which mmseg resamples to its own.
-_RESAMPLED = re.compile(r"pos_embed|.*\.relative_position_bias_table")
-# Classifier weights: a segmentation backbone has no use for them.
-_CLASSIFIER = re.compile(r"(head|fc_norm)\..*")
+    return Normalization(mean=tuple(255.0 * m for m in config.mean), std=tuple(255.0 * s for s in config.std))
 
 
 def load_timm_checkpoint(path: str | Path, arch: str) -> dict[str, torch.Tensor]:
     """The state dict of a timm ViT or BEiT checkpoint (.safetensors, .pth/.bin, JAX .npz), checked against ``arch``.
 
     Names and shapes must match ``timm.create_model(arch)``, except the classifier head (any number
-    of classes) and the shapes of ``pos_embed`` and BEiT's relative position bias tables (their grids
-    follow the pretraining resolution; mmseg resamples them).
+    of classes) and the shapes of the weights whose grid follows the pretraining resolution (mmseg
+    resamples them).
     """
     path = Path(path)
-    reference = _reference_model(path, arch)
+    reference, family = _reference_model(path, arch)
     state = _read_npz(path, arch) if path.suffix == ".npz" else _read_weights(path)[0]
-
-    expected = {name: t.shape for name, t in reference.state_dict().items() if not name.startswith("head.")}
-    found = {name: t.shape for name, t in state.items() if not name.startswith("head.")}
-    problems = [f"missing {name}" for name in expected if name not in found]
-    problems += [f"unexpected {name}" for name in found if name not in expected]
-    problems += [
-        f"{name} has shape {tuple(found[name])}, {arch} has {tuple(shape)}"
-        for name, shape in expected.items()
-        if name in found and not _RESAMPLED.fullmatch(name) and found[name] != shape
-    ]
+    problems = fit_problems(
+        {name: tuple(t.shape) for name, t in reference.state_dict().items() if not name.startswith("head.")},
+        {name: tuple(t.shape) for name, t in state.items() if not name.startswith("head.")},
+        family.resampled,
+    )
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise PipelineError(f"{path}: not a {arch} checkpoint: {shown}")
+        raise PipelineError(f"{quoted(path)}: not a {arch} checkpoint: {shown}")
     return state
 
 
-def _mmseg_layout(arch: str, where: str | Path) -> str:
-    """The mmseg backbone layout timm's ``arch`` converts to; PipelineError, naming ``where``, saying
-    why for an architecture the key cannot be folded into or mmseg has no backbone for."""
-    reference = _reference_model(Path(where), arch)
-    return next(layout for cls, layout in _LAYOUTS if isinstance(reference, cls))
-
-
-def _reference_model(path: Path, arch: str) -> torch.nn.Module:
-    """``arch`` on the meta device (names and shapes only, no memory), if it is a supported architecture."""
+def _reference_model(path: Path, arch: str) -> tuple[torch.nn.Module, BackboneFamily]:
+    """``arch`` on the meta device (names and shapes only, no memory) and its family, if a key can be folded into it."""
     if not timm.is_model(arch):
-        raise PipelineError(f"{path}: unknown architecture {arch!r} (not a timm model name)")
+        raise PipelineError(f"{quoted(path)}: unknown architecture {arch!r} (not a timm model name)")
     with torch.device("meta"):
         reference = timm.create_model(arch)
-    if not isinstance(reference, tuple(cls for cls, _ in _LAYOUTS)):
-        raise PipelineError(f"{path}: {arch!r} is not a timm VisionTransformer or Beit: {_stem(reference)}")
-    return reference
+    family = next((f for cls in type(reference).__mro__ if (f := family_of_timm(cls.__name__))), None)
+    if family is None:
+        classes = [f.timm_class for f in FAMILIES.values()]
+        supported = f"cipherseg converts timm {' and '.join(classes)} models"
+        why = why_no_fold(first_layer(reference), supported)
+        raise PipelineError(f"{quoted(path)}: {arch!r} is not a timm {' or '.join(classes)}: {why}")
+    return reference, family
 
 
-def _stem(model: torch.nn.Module) -> str:
-    """Why ``model`` cannot be encrypted, from its first convolution."""
-    supported = "cipherseg converts timm VisionTransformer and Beit models (to mmseg's VisionTransformer and BEiT)"
+def first_layer(model: torch.nn.Module) -> FirstLayer | None:
+    """The first convolution of ``model``, described for :func:`contract.registry.why_no_fold`."""
     name, conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)), (None, None))
     if conv is None:
-        return f"it has no convolutional stem; {supported}"
-    k, s = conv.kernel_size, conv.stride
-    shape = f"a {k[0]}x{k[1]} convolution with stride {s[0]}" + (f" and padding {conv.padding[0]}" if any(conv.padding) else "")
-    if k == s and not any(conv.padding) and conv.dilation == (1, 1) and conv.groups == 1:
-        return f"its first layer {name} is {shape}, a non-overlapping patch embedding the key could be folded into, but {supported} only"
-    return (
-        f"its first layer {name} is {shape}: its windows overlap and mix pixels of neighbouring blocks, so no "
-        f"block permutation can be folded into it; {supported}"
-    )
+        return None
+    return FirstLayer(name, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def timm_to_mmseg(state: dict[str, torch.Tensor], layout: str = CheckpointMetadata.LAYOUT) -> dict[str, torch.Tensor]:
-    """Rename a timm ViT (or BEiT, for ``layout`` BEIT_LAYOUT) state dict to mmseg's names; the classifier is dropped.
+    """Rename a timm ViT (or BEiT, for the BEiT layout) state dict to mmseg's names; the classifier is dropped.
 
     Raises ValueError for weights mmseg's backbone has no place for (layer scale, register tokens,
     a pre-norm, ...).
     """
-    converted, unsupported = {}, []
-    for name, tensor in state.items():
-        if _CLASSIFIER.fullmatch(name):
-            continue
-        for pattern, replacement in _TIMM_TO_MMSEG[layout]:
-            if match := pattern.fullmatch(name):
-                converted[match.expand(replacement)] = tensor
-                break
-        else:
-            unsupported.append(name)
-    if unsupported:
-        raise ValueError(f"mmseg's {layout.removeprefix('mmseg.')} has no place for {', '.join(unsupported[:5])}")
-    return converted
+    names = FAMILIES[layout].to_mmseg(list(state))
+    return {names[name]: tensor for name, tensor in state.items() if name in names}
 
 
 def encrypt_patch_embedding(
@@ -215,7 +149,7 @@ def encrypt_checkpoint(source: str | Path, arch: str, key: Key | None, out: str 
     """
     source, out = Path(source), Path(out)
     state = load_timm_checkpoint(source, arch)
-    layout = _mmseg_layout(arch, source)
+    layout = _reference_model(source, arch)[1].layout
     pretrained = pretrained_normalization(arch)
     cloud = pretrained.uniform()
     try:
@@ -224,7 +158,7 @@ def encrypt_checkpoint(source: str | Path, arch: str, key: Key | None, out: str 
     except ValueError as error:
         raise PipelineError(f"{source}: {error}") from None
     state[PATCH_WEIGHT], state[PATCH_BIAS] = weight, bias
-    metadata = CheckpointMetadata(
+    metadata = CheckpointMetadata.of(
         key.spec() if key else None, cloud, pretrained, layout=layout, source_arch=arch, source_sha256=_sha256(source)
     )
     _write_atomically(state, metadata, out)
@@ -276,7 +210,7 @@ def encrypt_finetuned_checkpoint(
     """
     source, out = Path(source), Path(out)
     state, metadata = _read_weights(source)
-    if metadata and _checkpoint_info(metadata, None, source).encrypted:
+    if metadata and _checkpoint_info(metadata, None, source).is_encrypted:
         raise PipelineError(f"{source}: this checkpoint is encrypted already")
     info = _checkpoint_info(metadata, reference, source)
     names = _patch_embedding(state, source)
@@ -296,7 +230,7 @@ def _checkpoint_info(metadata: dict[str, str], reference: str | Path | None, sou
             )
         source, metadata = Path(reference), _read_weights(Path(reference))[1]
     try:
-        return CheckpointMetadata.parse(metadata, str(source))
+        return CheckpointMetadata.parse_metadata(metadata, str(source))
     except FormatError as error:
         raise PipelineError(str(error)) from None
 
@@ -305,7 +239,7 @@ def _refolded(
     info: CheckpointMetadata, key: Key | None, cloud: Normalization, source_normalization: Normalization, source: Path
 ) -> CheckpointMetadata:
     """The metadata of a checkpoint refolded from ``info``'s: its layout and arch, and the hash of the file it came from."""
-    return CheckpointMetadata(
+    return CheckpointMetadata.of(
         key.spec() if key else None,
         cloud,
         source_normalization,
@@ -369,72 +303,39 @@ def _fold_terms(
 
 
 def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and (safetensors-style) metadata of a .safetensors file or a torch file.
+    """Tensors and (safetensors) metadata of a .safetensors file, or the tensors of a torch file.
 
-    A torch file is read without running code from it (a fine-tuned model comes from the cloud): see
-    :func:`_load_torch`. A checkpoint as cipherseg's training writes it (mmengine: the weights under
-    ``state_dict``, the model's provenance in ``meta``) gives its weights and, from the provenance,
-    the metadata of a whole segmentor.
+    A torch file is unpickled in torch's weights-only mode and nothing more: a pretrained model's state
+    dict (timm's .pth/.bin, optionally under ``state_dict`` or ``model``) reads; a file that names any
+    other object, such as an mmengine training checkpoint from the cloud, is refused: the owner never
+    unpickles what the cloud wrote, which exports its models as safetensors (``python -m training.export``).
     """
     if not path.is_file():
-        raise PipelineError(f"{path}: no such file")
+        raise PipelineError(f"{quoted(path)}: no such file")
     try:
         if path.suffix == ".safetensors":
             with safe_open(path, framework="pt") as f:
                 return {name: f.get_tensor(name) for name in f.keys()}, f.metadata() or {}
-        checkpoint = _load_torch(path)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # whatever a parser raises on a damaged or foreign file
         # torch's messages suggest weights_only=False: not advice to pass on.
-        blocked = re.search(r"GLOBAL (\S+) whose module \S+ is blocked", str(error))
-        if blocked:
-            reason = f"it names {blocked.group(1)}, which is never unpickled"
+        named = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if named and named.group(1).startswith("mmengine."):
+            reason = "an mmengine training checkpoint: the cloud turns it into safetensors with python -m training.export"
+        elif named:
+            reason = f"it names {named.group(1)}, which is never unpickled"
         elif isinstance(error, (pickle.UnpicklingError, EOFError, RuntimeError)):
             reason = "damaged, or not a torch file"
         else:
-            reason = error
-        raise PipelineError(f"{path}: not a readable checkpoint ({reason})") from None
-    metadata = {}
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("meta"), dict):
-        record = checkpoint["meta"].get(ModelProvenance.META_KEY)
-        if record is not None:
-            try:
-                provenance = ModelProvenance.parse(record, f"{path} (meta.{ModelProvenance.META_KEY})")
-            except FormatError as error:
-                raise PipelineError(str(error)) from None
-            metadata = CheckpointMetadata(
-                provenance.cipher,
-                provenance.normalization,
-                provenance.normalization,
-                layout=CheckpointMetadata.SEGMENTOR_LAYOUT,
-            ).to_metadata()
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
-        checkpoint = checkpoint["state_dict"]  # mmengine and timm training checkpoints
+            reason = type(error).__name__
+        raise PipelineError(f"{quoted(path)}: not a readable checkpoint ({reason})") from None
+    for container in ("state_dict", "model"):  # timm and other training checkpoints
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(container), dict):
+            checkpoint = checkpoint[container]
+            break
     if not isinstance(checkpoint, dict) or not all(isinstance(t, torch.Tensor) for t in checkpoint.values()):
-        raise PipelineError(f"{path}: not a state dict of tensors")
-    return dict(checkpoint), metadata
-
-
-def _load_torch(path: Path) -> object:
-    """A torch file's contents, unpickled in weights-only mode: tensors and plain containers are read,
-    and every other object the file names (an mmengine checkpoint's logs, its optimizer's state) becomes
-    an inert placeholder, built without calling anything the file names."""
-    try:
-        named = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # not a torch zip file: torch.load says what it is
-        named = []
-    with torch.serialization.safe_globals([_inert(name) for name in named]):
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _inert(qualified_name: str) -> type:
-    """A class that stands in for ``qualified_name`` while unpickling: it takes any arguments and state, and keeps none."""
-    module, _, name = qualified_name.rpartition(".")
-    return type(name, (), {
-        "__module__": module,
-        "__qualname__": name,
-        "__init__": lambda self, *args, **kwargs: None,
-        "__setstate__": lambda self, state: None,
-    })  # fmt: skip
+        raise PipelineError(f"{quoted(path)}: not a state dict of tensors")
+    return dict(checkpoint), {}
 
 
 def _read_npz(path: Path, arch: str) -> dict[str, torch.Tensor]:
@@ -457,9 +358,9 @@ def _sha256(path: Path) -> str:
 
 
 def _write_atomically(state: dict[str, torch.Tensor], metadata: CheckpointMetadata, out: Path) -> None:
-    """Write a safetensors file that either appears complete at ``out`` or not at all."""
+    """Write a safetensors file that either appears complete at ``out`` or not at all (never over an owner's file)."""
     try:
-        with atomic_path(out) as temporary:
+        with guarded_path(out, OutputKind.CHECKPOINT) as temporary:
             save_file({name: t.contiguous() for name, t in state.items()}, temporary, metadata=metadata.to_metadata())
     except OSError as error:
-        raise PipelineError(f"{out}: cannot write ({error})") from None
+        raise PipelineError(f"{quoted(out)}: cannot write ({error.strerror or error})") from None

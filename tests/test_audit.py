@@ -171,7 +171,7 @@ def test_known_model_attack_reads_the_key_off_the_published_checkpoint(negative_
 
     key = keys.Key(SECRET, 16, negative_positive)
     plain = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    pretrained = Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))  # per-channel: scaled columns
+    pretrained = Normalization(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))  # per-channel: scaled columns
     encrypted, _ = encrypt_patch_embedding(plain, torch.zeros(64), key, pretrained, pretrained.uniform())
     estimate = audit.known_model_attack(plain.numpy(), encrypted.numpy())
     assert audit.fraction_correct(estimate, key) == 1.0

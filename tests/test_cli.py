@@ -1,14 +1,17 @@
 import os
+import re
 import stat
 import subprocess
 import sys
+from dataclasses import asdict, fields
+from pathlib import Path
 
 import pytest
 
 from pipeline import keys
-from pipeline.config import Options, resolve
+from pipeline.config import OUT_DEFAULTS, Options, resolve
 from pipeline.errors import OnError, PipelineError
-from pipeline.run import STAGES, main
+from pipeline.run import main
 
 
 @pytest.fixture(autouse=True)
@@ -16,15 +19,37 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-def test_help_lists_every_stage_and_the_contract_options():
+def test_help_shows_every_default_and_each_shown_default_is_the_default():
+    """Every option that has a default shows it in --help, as the option takes it: given back as that option,
+    it changes nothing."""
     out = subprocess.run(
-        [sys.executable, "-m", "pipeline.run", "--help"], capture_output=True, text=True, check=True
-    ).stdout
-    for stage in STAGES:
-        assert f"  {stage} " in out
-    for option in ("--stage", "--config", "--raw", "--key", "--store", "--weights", "--arch",
-                   "--bundle", "--workers", "--scheduler"):
-        assert option in out
+        [sys.executable, "-m", "pipeline.run", "--help"], capture_output=True, text=True, check=True,
+        env={**os.environ, "COLUMNS": "1000"},  # one line per option
+    ).stdout  # fmt: skip
+    out = re.sub(r"\n {20,}", " ", out)  # an option whose name is long has its help on the next line
+    shown = {name.replace("-", "_"): value for name, value in re.findall(r"^  --([a-z-]+) .*\(default: (\S+)\)$", out, re.M)}
+    defaults = Options()
+    values = {f.name: getattr(defaults, f.name) for f in fields(Options)}
+    has_default = {name for name, value in values.items() if value is not False and value not in (None, (), {})}
+    assert shown.keys() == has_default | {"key", "signer", "weights"}  # the paths derived when not given, too
+
+    def effective(o: Options) -> dict:
+        return {**asdict(o), "key": o.key_path, "signer": o.signer_path, "weights": o.weights_path}
+
+    for name, value in shown.items():
+        assert effective(resolve(None, {name: value})) == effective(defaults), name
+    assert all(shown[name].startswith("data/") for name in ("raw", "key", "signer", "store", "weights", "bundle"))
+    (line,) = (line for line in out.splitlines() if line.startswith("  --out "))
+    assert all(path in line for path in OUT_DEFAULTS.values())
+
+
+def test_messages_count_in_words(tmp_path, caplog):
+    caplog.set_level("INFO", logger="pipeline")
+    assert main(["--stage", "sample", "--raw", "raw", "--sample-counts", "1,0,0", "--sample-size", "32x64"]) == 0
+    assert main(["--stage", "keygen", "--key", "k.json"]) == 0
+    (image,) = Path("raw").rglob("*_leftImg8bit.png")
+    assert main(["--stage", "encrypt-query", "--key", "k.json", "--query", str(image), "--out", "q"]) == 0
+    assert "wrote 1 sample image under raw" in caplog.text and "wrote 1 encrypted query to q" in caplog.text
 
 
 def test_unknown_stage_is_a_clear_error(capsys):
@@ -44,13 +69,6 @@ def test_keygen_writes_a_private_key_once(capsys):
     assert keys.load("k.json").block_size == 8
     assert main(["--stage", "keygen", "--key", "k.json"]) == 2
     assert "already exists" in capsys.readouterr().err
-
-
-def test_defaults_live_under_data():
-    o = Options()
-    for path in (o.raw, o.key_path, o.store, o.weights_path, o.encrypted_weights, o.bundle):
-        assert path.startswith("data/")
-    assert o.workers == os.cpu_count()
 
 
 def test_flags_override_the_config_file(tmp_path):

@@ -1,7 +1,9 @@
 """The cloud's whole journey with a bundle, as a new user follows the README: train, resume, test, export,
 predict, and the model back to its owner; with each key option, and what is refused along the way."""
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -9,21 +11,20 @@ import uuid
 from pathlib import Path
 
 import cv2
+import mmseg
 import numpy as np
 import pytest
 import torch
 import zarr
-from mmengine.config import Config
-from mmseg.registry import RUNNERS
+from mmengine.logging import MMLogger
 from safetensors import safe_open
 
-from contract.errors import UserError
-from contract.formats import ModelProvenance
+from contract.formats import BundleReference, ModelProvenance
 from pipeline import run as owner_cli
 from pipeline.keys import generate, save
 from pipeline.query import encrypt_queries, write_rgb
 from training import export, predict, test, train
-from training.checkpoint import load_pth
+from training.loaders import load_from_pth
 from training.inference import Segmenter
 from training.transforms import contrast_about_grey
 
@@ -63,10 +64,23 @@ def run_cli(command, argv, capsys) -> tuple[int, str]:
 
 
 def test_every_checkpoint_records_its_provenance(owner, trained):
-    meta = load_pth(str(trained))["meta"]
+    """What the model reads, the method, and the very publication of the bundle it was trained on."""
+    meta = load_from_pth(str(trained))["meta"]
     provenance = ModelProvenance.parse(meta[ModelProvenance.META_KEY], "meta")
-    assert provenance == ModelProvenance(owner.key.spec(), owner.cloud, "proposed")
-    assert ModelProvenance.META_KEY in load_pth(str(trained.parent / f"iter_{ITERS // 2}.pth"))["meta"]
+    bundle = owner.bundles["encrypted"]
+    manifest = (bundle / "manifest.json").read_bytes()
+    assert provenance == ModelProvenance(
+        cipher=owner.key.spec(),
+        normalization=owner.cloud,
+        method="proposed",
+        bundle=BundleReference(
+            location=str(bundle),
+            manifest_sha256=hashlib.sha256(manifest).hexdigest(),
+            sequence=json.loads(manifest)["sequence"],
+            signer=owner.key.signer().fingerprint,
+        ),
+    )
+    assert ModelProvenance.META_KEY in load_from_pth(str(trained.parent / f"iter_{ITERS // 2}.pth"))["meta"]
 
 
 def test_test_verifies_and_evaluates(owner, trained, capsys):
@@ -75,6 +89,9 @@ def test_test_verifies_and_evaluates(owner, trained, capsys):
     assert code == 0
     metrics = json.loads(out.read_text())
     assert {"aAcc", "mIoU", "mAcc"} <= metrics.keys() and len(metrics["per_class"]) == 19
+    # Which publication the model was trained on and which it was tested on: here the same one.
+    digest = hashlib.sha256((owner.bundles["encrypted"] / "manifest.json").read_bytes()).hexdigest()
+    assert metrics["trained_on"] == metrics["tested_on"] and metrics["tested_on"]["manifest_sha256"] == digest
 
 
 def test_test_and_predict_refuse_what_is_not_the_models(owner, other, trained, tmp_path, capsys):
@@ -86,7 +103,7 @@ def test_test_and_predict_refuse_what_is_not_the_models(owner, other, trained, t
     assert code == 2 and "not signed by owner" in err
     # A checkpoint that records no provenance.
     bare = tmp_path / "bare.pth"
-    torch.save({"state_dict": load_pth(str(trained))["state_dict"]}, bare)
+    torch.save({"state_dict": load_from_pth(str(trained))["state_dict"]}, bare)
     code, err = run_cli(test, [PROPOSED, bare, "--bundle", owner.bundles["encrypted"]], capsys)
     assert code == 2 and "records no provenance" in err
 
@@ -97,8 +114,10 @@ def test_test_and_predict_refuse_what_is_not_the_models(owner, other, trained, t
     for query, words in ((theirs, f"a query of key id {other.key.key_id}"), (plain, "names no key")):
         code, err = run_cli(predict, [PROPOSED, trained, "--bundle", owner.bundles["encrypted"], "--inputs", query, "--out", out], capsys)
         assert code == 2 and words in err and owner.key.key_id in err, err
-    code, err = run_cli(predict, [PROPOSED, trained, "--bundle", other.bundle, "--inputs", plain, "--out", out], capsys)
-    assert code == 2 and other.key.key_id in err
+    # A query of the model's key, but a bundle of another: the model does not read that bundle's data.
+    (mine,) = encrypt_queries([plain], owner.key, tmp_path / "mine")
+    code, err = run_cli(predict, [PROPOSED, trained, "--bundle", other.bundle, "--inputs", mine, "--out", out], capsys)
+    assert code == 2 and owner.key.key_id in err and other.key.key_id in err
     assert not out.exists()  # refused before anything was written
 
 
@@ -106,6 +125,7 @@ def test_a_corrupt_query_is_one_line(owner, trained, tmp_path, capfd):
     image = np.random.default_rng(0).integers(0, 256, (*owner.size, 3), dtype=np.uint8)
     query = write_rgb(tmp_path / "query.png", image, owner.key.spec())
     query.write_bytes(query.read_bytes()[:200])  # the header and the tag survive: found when decoding
+    MMLogger.get_instance(uuid.uuid4().hex)  # mmengine logs to its latest logger: one on today's streams, as in a new process
     code = predict.main([str(a) for a in (PROPOSED, trained, "--bundle", owner.bundles["encrypted"], "--inputs", query, "--out", tmp_path / "out")])
     lines = capfd.readouterr().err.strip().splitlines()  # OpenCV writes to the process's stderr, not Python's
     assert code == 2 and lines[-1] == f"error: {query}: not a readable image"
@@ -129,36 +149,37 @@ def test_predict_takes_files_folders_and_globs_and_writes_cityscapes_maps(owner,
     model = model_of(PROPOSED, owner.bundles["encrypted"], trained)
     for i, plain in enumerate(plains):
         stem = plain.name.removesuffix(".png")
-        train_ids = cv2.imread(str(out / f"{stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
+        train_ids = cv2.imread(str(out / "trainIds" / f"{stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(train_ids, segment(model, store["images"][i]))  # as the bundle's own ciphertext
-        label_ids = cv2.imread(str(out / f"{stem}_labelIds.png"), cv2.IMREAD_UNCHANGED)
+        label_ids = cv2.imread(str(out / "labelIds" / f"{stem}_labelIds.png"), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(label_ids, np.vectorize(lambda t: trainId2label[t].id)(train_ids))
-        assert cv2.imread(str(out / f"{stem}_color.png")).shape == (*owner.size, 3)
+        assert cv2.imread(str(out / "color" / f"{stem}_color.png")).shape == (*owner.size, 3)
     assert cv2.imread(str(out / "legend.png")).shape[0] == 19 * 24
 
 
 def model_of(config: str, bundle: Path, checkpoint: Path) -> Segmenter:
     from training.config import load_config
 
-    return Segmenter(load_config(config, str(bundle)), str(checkpoint), "cpu")
+    return Segmenter(load_config(config, str(bundle), work_dir=checkpoint.parent / "predict"), str(checkpoint), "cpu")
 
 
 def segment(model: Segmenter, image: np.ndarray) -> np.ndarray:
     return model.segment([image])[0]
 
 
-@pytest.mark.parametrize("route", ["training checkpoint", "export"])
-def test_the_model_goes_back_to_its_owner(owner, trained, tmp_path, capsys, route):
-    """decrypt-weights turns the cloud's model into a plain one that predicts on plain images exactly what
-    the cloud's model predicts on the encrypted ones: not one pixel differs."""
-    source = trained
-    if route == "export":
-        source = tmp_path / "model.safetensors"
-        assert export.main([str(trained), "--out", str(source)]) == 0
-        with safe_open(source, framework="pt") as f:
-            assert json.loads(f.metadata()["encrypted"]) is True and f.metadata()["key_id"] == owner.key.key_id
+def test_the_model_goes_back_to_its_owner(owner, trained, tmp_path, capsys):
+    """decrypt-weights turns the cloud's exported model into a plain one that predicts on plain images exactly
+    what the cloud's model predicts on the encrypted ones: not one pixel differs. The training checkpoint
+    itself (a pickle the cloud wrote) is refused: the owner never unpickles what the cloud wrote."""
+    source = tmp_path / "model.safetensors"
+    assert export.main([str(trained), "--out", str(source)]) == 0
+    with safe_open(source, framework="pt") as f:
+        assert json.loads(f.metadata()["encrypted"]) is True and f.metadata()["key_id"] == owner.key.key_id
     plain_model = tmp_path / "plain.safetensors"
     key = save(owner.key, tmp_path / "owner" / "key.json")
+    code, err = run_cli(owner_cli, ["--stage", "decrypt-weights", "--key", key, "--checkpoint", trained, "--out", plain_model], capsys)
+    assert code == 2 and "an mmengine training checkpoint: the cloud turns it into safetensors with python -m training.export" in err
+    assert not plain_model.exists()
     assert owner_cli.main(["--stage", "decrypt-weights", "--key", str(key), "--checkpoint", str(source), "--out", str(plain_model)]) == 0
 
     cloud = model_of(PROPOSED, owner.bundles["encrypted"], trained)
@@ -167,6 +188,73 @@ def test_the_model_goes_back_to_its_owner(owner, trained, tmp_path, capsys, rout
     plain = zarr.open_group(owner.bundles["plain"] / "dataset.zarr", mode="r")["val/images"]
     for i in range(encrypted.shape[0]):
         assert np.count_nonzero(segment(mine, plain[i]) != segment(cloud, encrypted[i])) == 0
+
+
+def run_test(argv, capsys) -> dict:
+    """training.test's metrics, as its JSON file has them."""
+    out = Path(argv[argv.index("--work-dir") + 1]) / "metrics.json"
+    code, err = run_cli(test, [*argv, "--out", out], capsys)
+    assert code == 0, err
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow  # predict, cityscapesscripts' own command line, and three evaluations: ~40 s
+def test_cityscapes_own_evaluation_reads_predict_as_it_is_and_agrees_with_training_test(owner, trained, tmp_path, capsys):
+    """cityscapesscripts' evaluation, run as the benchmark runs it (its command line, the raw ground truth),
+    on predict's labelIds folder as it is, gives the mIoU training.test gives, and training.test's
+    --metric cityscapes; --format-only writes the submission instead."""
+    names = zarr.open_group(owner.bundles["encrypted"] / "dataset.zarr", mode="r")["val"].attrs["names"]
+    plains = [next((owner.raw / "leftImg8bit" / "val").glob(f"*/{name}_leftImg8bit.png")) for name in names]
+    encrypt_queries(plains, owner.key, tmp_path / "queries")
+    common = ["--bundle", owner.bundles["encrypted"], "--signer", owner.signer]
+    assert predict.main([str(a) for a in (PROPOSED, trained, *common, "--inputs", tmp_path / "queries", "--out", tmp_path / "out")]) == 0
+    ground_truth = Path(shutil.copytree(owner.raw / "gtFine" / "val", tmp_path / "cityscapes" / "gtFine" / "val"))
+    environment = {**os.environ, "CITYSCAPES_DATASET": str(ground_truth.parents[1]),
+                   "CITYSCAPES_RESULTS": str(tmp_path / "out" / "labelIds"), "CITYSCAPES_EXPORT_DIR": str(tmp_path)}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling"],
+                          env=environment, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    official = json.loads((tmp_path / "resultPixelLevelSemanticLabeling.json").read_text())
+
+    iou = run_test([PROPOSED, trained, *common, "--work-dir", tmp_path / "iou"], capsys)
+    ours = run_test([PROPOSED, trained, *common, "--work-dir", tmp_path / "cs", "--metric", "cityscapes"], capsys)
+    assert iou["mIoU"] == pytest.approx(100 * official["averageScoreClasses"], abs=0.01)
+    assert ours["mIoU"] == pytest.approx(100 * official["averageScoreClasses"], abs=1e-9)
+    assert ours["category mIoU"] == pytest.approx(100 * official["averageScoreCategories"], abs=1e-9)
+    for name, scores in ours["per_class"].items():
+        assert scores["IoU"] == pytest.approx(iou["per_class"][name]["IoU"], abs=0.01), name
+
+    run_test([PROPOSED, trained, *common, "--work-dir", tmp_path / "sub", "--format-only", tmp_path / "submission"], capsys)
+    submitted = sorted(path.name for path in (tmp_path / "submission").glob("*.png"))
+    assert submitted == sorted(f"{name}.png" for name in names)
+
+
+@pytest.mark.slow  # decrypt, predict and two evaluations: ~25 s
+def test_the_owners_plain_model_segments_and_scores_plain_images_without_bundle_or_key(owner, trained, tmp_path, capsys):
+    """Back from the cloud and decrypted, the owner's plain model segments plain images with no bundle and no
+    key (predict), exactly as the cloud's model segments them encrypted, and scores on the owner's plain
+    bundle exactly what the cloud's model scores on the encrypted one."""
+    exported, plain_model = tmp_path / "model.safetensors", tmp_path / "plain.safetensors"
+    assert export.main([str(trained), "--out", str(exported)]) == 0
+    key = save(owner.key, tmp_path / "owner" / "key.json")
+    assert owner_cli.main(["--stage", "decrypt-weights", "--key", str(key), "--checkpoint", str(exported), "--out", str(plain_model)]) == 0
+
+    names = zarr.open_group(owner.bundles["encrypted"] / "dataset.zarr", mode="r")["val"].attrs["names"]
+    plains = [next((owner.raw / "leftImg8bit" / "val").glob(f"*/{name}_leftImg8bit.png")) for name in names]
+    assert predict.main([str(a) for a in (BASELINE, plain_model, "--inputs", *plains, "--out", tmp_path / "mine")]) == 0
+    encrypt_queries(plains, owner.key, tmp_path / "queries")
+    cloud = ["--bundle", owner.bundles["encrypted"], "--signer", owner.signer]
+    assert predict.main([str(a) for a in (PROPOSED, trained, *cloud, "--inputs", tmp_path / "queries", "--out", tmp_path / "cloud")]) == 0
+    for plain in plains:
+        mine = cv2.imread(str(tmp_path / "mine" / "trainIds" / f"{plain.stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
+        theirs = cv2.imread(str(tmp_path / "cloud" / "trainIds" / f"{plain.stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
+        assert np.count_nonzero(mine != theirs) == 0
+    code, err = run_cli(predict, [PROPOSED, trained, "--inputs", tmp_path / "queries", "--out", tmp_path / "x"], capsys)
+    assert code == 2 and "a run without a bundle is of plain (no key)" in err  # an encrypted model needs its bundle
+
+    scored = run_test([BASELINE, plain_model, "--bundle", owner.bundles["plain"], "--signer", owner.signer, "--work-dir", tmp_path / "p"], capsys)
+    cloud_scored = run_test([PROPOSED, trained, *cloud, "--work-dir", tmp_path / "c"], capsys)
+    assert scored["mIoU"] == pytest.approx(cloud_scored["mIoU"], abs=1e-6)
 
 
 # --- every key option trains -------------------------------------------------------------------
@@ -184,12 +272,13 @@ def negative_positive(keyed_bundle, tmp_path_factory):
 
 
 def losses_and_predictions(config: str, bundle: Path, signer: Path, work_dir: Path, **options):
+    from mmengine.runner import Runner
+
     from training.config import load_config
-    from training.runner import CipherSegRunner
 
     cfg = load_config(config, str(bundle), signer=str(signer), work_dir=work_dir, cfg_options=options)
     cfg.experiment_name = uuid.uuid4().hex
-    runner = CipherSegRunner.from_cfg(cfg)
+    runner = Runner.from_cfg(cfg)
     runner.train()
     model = runner.model.eval()
     with torch.no_grad():
@@ -222,20 +311,34 @@ def test_a_negative_positive_bundle_trains_and_follows_the_baseline(owner, negat
 # --- mmseg's own entry point, devices, refusals --------------------------------------------------
 
 
-def test_mmseg_tools_train_needs_one_setting_and_checks_the_bundle(owner, tmp_path):
-    """As mmseg's tools/train.py builds its runner: Config.fromfile, --cfg-options, RUNNERS.build."""
-    cfg = Config.fromfile(PROPOSED)
-    cfg.merge_from_dict({"bundle": str(owner.bundles["encrypted"]), "train_cfg.max_iters": 2, "work_dir": str(tmp_path / "w")})
-    RUNNERS.build(cfg).train()
-    assert (tmp_path / "w" / "iter_2.pth").is_file()
+MMSEG_TOOLS = Path(mmseg.__file__).parent / ".mim" / "tools"
 
-    tampered = tmp_path / "tampered"
-    shutil.copytree(owner.bundles["encrypted"], tampered)
+
+def mmseg_tool(tool: str, *args, cwd: Path) -> subprocess.CompletedProcess:
+    """Run one of mmseg's own scripts, as the installed package ships them."""
+    command = [sys.executable, str(MMSEG_TOOLS / tool), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.slow  # two processes of mmseg's tools: ~25 s
+def test_mmseg_tools_train_and_test_need_one_setting_and_check_the_bundle(owner, tmp_path):
+    """mmseg's tools/train.py and tools/test.py, as installed, on a shipped config with --cfg-options bundle
+    and signer: they train and test with the project's checks (a tampered bundle is refused by both)."""
+    options = ["--cfg-options", f"bundle={owner.bundles['encrypted']}", f"signer={owner.signer}"]
+    done = mmseg_tool("train.py", PROPOSED, "--work-dir", tmp_path / "w", *options, "train_cfg.max_iters=2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = tmp_path / "w" / "iter_2.pth"
+    assert checkpoint.is_file()
+    done = mmseg_tool("test.py", PROPOSED, checkpoint, "--work-dir", tmp_path / "t", *options, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "verified, signed by owner" in done.stdout + done.stderr and "mIoU" in done.stdout + done.stderr
+
+    tampered = Path(shutil.copytree(owner.bundles["encrypted"], tmp_path / "tampered"))
     (tampered / "evil.py").write_text("print('hello')")
-    cfg = Config.fromfile(PROPOSED)
-    cfg.merge_from_dict({"bundle": str(tampered), "work_dir": str(tmp_path / "x")})
-    with pytest.raises(UserError, match="evil.py: not listed in the manifest"):
-        RUNNERS.build(cfg)
+    options = ["--cfg-options", f"bundle={tampered}"]
+    for tool, args in (("train.py", [PROPOSED]), ("test.py", [PROPOSED, checkpoint])):
+        done = mmseg_tool(tool, *args, "--work-dir", tmp_path / "x", *options, cwd=tmp_path)
+        assert done.returncode != 0 and "evil.py: not listed in the manifest" in done.stderr, tool
 
 
 @pytest.mark.slow  # a training process of its own: ~11 s

@@ -25,7 +25,7 @@ ARCH = "vit_tiny_patch16_224"  # the tiny configs' backbone
 OWNER = ["owner.keygen", "owner.encrypt", "owner.encrypt_weights", "owner.publish"]
 CLOUD = ["cloud.verify", "cloud.train", "cloud.test"]
 
-pytestmark = pytest.mark.slow  # two Airflow runs: about 80 s
+pytestmark = pytest.mark.slow  # Airflow: two runs, about 80 s (and its own environment, which `make test` makes)
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +112,19 @@ def test_the_key_never_reaches_airflow(runs):
     logs += [path.read_bytes() for path in runs.home.rglob("*") if path.is_file()]  # its database among them
     for secret in (runs.key.secret, runs.key.secret.hex().encode()):
         assert not any(secret in text for text in logs)
+
+
+def test_one_run_at_a_time(tmp_path):
+    """As Airflow loads the DAG: a second run waits until the first has ended (they share key, store and bundle)."""
+    code = (
+        "from airflow.models.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(ROOT / 'dags')!r})\n"
+        "print(bag.import_errors or bag.dags['cipherseg'].max_active_runs)\n"
+    )
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    done = subprocess.run([AIRFLOW.parent / "python", "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == "1"
 
 
 def last_run_tasks(home: Path) -> dict[str, tuple[str, int]]:

@@ -1,7 +1,6 @@
 """The encrypt stage end to end on small synthetic Cityscapes trees (pipeline.encrypt and the modules it
 runs: inputs, store, shards, cluster): content, layout, resume that repairs, a killed run, bad input."""
 
-import json
 import os
 import re
 import shutil
@@ -22,7 +21,7 @@ from pipeline.cipher import BlockCipher
 from pipeline.cluster import local_cluster
 from pipeline.encrypt import encrypt_dataset
 from pipeline.errors import OnError, PipelineError
-from pipeline.export import decrypt_samples
+from pipeline.decrypt import decrypt_samples
 from pipeline.sample import write_sample
 from pipeline.shards import train_ids
 
@@ -154,7 +153,7 @@ def test_round_trip(encrypted, raw, key):
 def test_layout_and_attributes(encrypted, raw, key):
     store, _ = encrypted
     attrs = attributes(store)
-    assert attrs == StoreAttributes(key.spec(), 2, COUNTS, "RGB", True, ())
+    assert attrs == StoreAttributes(cipher=key.spec(), shard_size=2, splits=COUNTS, complete=True)
     # Exactly the objects the store format defines: what publish copies and verify expects.
     on_disk = {p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file()}
     assert on_disk == attrs.objects()
@@ -167,7 +166,7 @@ def test_layout_and_attributes(encrypted, raw, key):
         assert (images.shape, images.dtype) == ((n, *SIZE, 3), np.uint8)
         assert (images.chunks, images.shards) == ((1, *SIZE, 3), (2, *SIZE, 3))
         assert ("labels" in group) is (split != "test")
-    record = ShardRecord.parse(json.loads((store / "train" / "shards" / "2.json").read_text()), "record")
+    record = ShardRecord.parse((store / "train" / "shards" / "2.json").read_bytes(), "record")
     assert record.names == tuple(names(raw, "train")[4:]) and record.skipped == ()
     assert set(record.objects) == {"train/images/c/2/0/0/0", "train/labels/c/2/0/0"}
 
@@ -178,7 +177,7 @@ def test_records_hold_the_hash_of_the_bytes_written(encrypted):
 
     store, _ = encrypted
     for path in store.glob("*/shards/*.json"):
-        record = ShardRecord.parse(json.loads(path.read_text()), str(path))
+        record = ShardRecord.parse(path.read_bytes(), str(path))
         for name, entry in record.objects.items():
             data = (store / name).read_bytes()
             assert (entry.size, entry.sha256) == (len(data), hashlib.sha256(data).hexdigest())

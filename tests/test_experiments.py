@@ -13,18 +13,10 @@ import torch
 from mmengine.config import Config
 
 from pipeline.sample import write_random_vit
-from training.experiments import (
-    BACKBONES,
-    METHODS,
-    METRICS,
-    SCALES,
-    TABLE_I,
-    Settings,
-    main,
-    plan,
-    pretrained_backbones,
-    schedule_options,
-)
+from experiments.__main__ import main
+from experiments.catalogue import BACKBONES, METHODS, METRICS, SCALES, TABLE_I, Settings, plan
+from experiments.report import agreement, read_csv
+from experiments.table1 import pretrained_backbones, schedule_options
 from training.pretrain import patch_classes, pretrain
 
 pytest_plugins = ["training_fixtures"]
@@ -35,7 +27,7 @@ TINY = Path(__file__).parents[1] / "training" / "configs" / "tiny"
 def test_the_runner_never_imports_the_key_handling_modules():
     forbidden = ("pipeline.keys", "pipeline.cipher", "pipeline.weights")
     code = (
-        "import sys, training.experiments, training.pretrain, training.test, training.predict\n"
+        "import sys, experiments.__main__, experiments.table1, checks.runs, training.test, training.predict\n"
         f"print([m for m in {forbidden!r} if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -60,30 +52,6 @@ def test_the_small_scale_runs_every_cell_of_table_i_and_a_pair_per_segmentor():
         (hook,) = (h for h in cfg.custom_hooks if h.type == "CipherSegCheckHook")
         if METHODS[run.method].trained:  # conventional 1 has the baseline's config: it was trained as the baseline
             assert hook.data == ("plain" if METHODS[run.method].bundle == "plain" else "encrypted")
-
-
-def _flat(value, prefix=""):
-    """A config as {dotted.key: leaf}, lists of dicts indexed."""
-    if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
-    if isinstance(value, (list, tuple)) and value and isinstance(value[0], dict):
-        return {k: v for i, item in enumerate(value) for k, v in _flat(item, f"{prefix}{i}.").items()}
-    return {prefix.rstrip("."): value}
-
-
-@pytest.mark.parametrize("method", TABLE_I)
-@pytest.mark.parametrize("decoder", ["naive", "pup", "mla"])
-def test_the_vit_small_configs_are_the_vit_tiny_ones_at_vit_s_width(decoder, method):
-    tiny = _flat(Config.fromfile(str(TINY / f"setr_tiny_{decoder}_{method}.py")).to_dict())
-    small = _flat(Config.fromfile(str(TINY / f"setr_small_{decoder}_{method}.py")).to_dict())
-    differing = {k: (tiny.get(k), small.get(k)) for k in tiny.keys() | small.keys() if tiny.get(k) != small.get(k)}
-    assert differing.pop("model.backbone.embed_dims") == (192, 384)
-    assert differing.pop("model.backbone.num_heads") == (3, 6)
-    if method == "conventional2":  # a placeholder the runner replaces with the plain bundle's checkpoint
-        assert differing.pop("model.backbone.init_cfg.checkpoint")[1] == "pretrain/vit_small_patch16_224_plain.safetensors"
-    # Everything else is the same, but the layers reading the backbone's features: its width.
-    assert differing and all(key.endswith("in_channels") for key in differing)
-    assert {np.max(small) for _, small in differing.values()} == {384}
 
 
 def test_the_vit_small_configs_load_every_weight_of_a_timm_vit_small(tmp_path):
@@ -112,7 +80,7 @@ def test_pretrained_backbones_are_made_once_and_then_cached(tmp_path, monkeypatc
     (path, source), = pretrained_backbones(settings, tmp_path).values()
     assert path.name == "vit_tiny_patch16_224_1-steps.safetensors" and source.startswith("proxy-pretrained in this run")
     made = path.stat().st_mtime_ns
-    monkeypatch.setattr("training.experiments.owner", lambda *args: pytest.fail(f"owner step {args} run again"))
+    monkeypatch.setattr("experiments.harness.owner", lambda *args: pytest.fail(f"owner step {args} run again"))
     (again, source), = pretrained_backbones(settings, tmp_path).values()
     assert again == path and path.stat().st_mtime_ns == made and "cached" in source
 
@@ -148,7 +116,7 @@ def test_table1_smoke(tmp_path):
     assert "| backbone (paper's) | decoder | method | aAcc | mIoU | mAcc | paper aAcc | paper mIoU | paper mAcc |" in report
     assert "| ViT-tiny (ViT-base) | Naive | baseline |" in report and "|  |  | baseline, seed 1 |" in report
     assert "Seed spread over 1 cells" in report and "ViT-tiny: given" in report
-    assert "python -m training.experiments table1 --scale small" in report and "Wall time" in report
+    assert "python -m experiments table1 --scale small" in report and "Wall time" in report
     for name in ("bars.png", "fig4.png", "fig5.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size < 1_000_000
     # Fig. 4's encryptions came from the owner's command line, one of them with a negative-positive key.
@@ -172,3 +140,23 @@ def test_pretraining_writes_a_timm_checkpoint_the_owner_can_encrypt(owner, tmp_p
     pretrain(owner.plain / "dataset.zarr", owner.arch, out, steps=2, batch_size=2)
     state = load_timm_checkpoint(out, owner.arch)  # names and shapes of the architecture, no classifier
     assert state["pos_embed"].shape == (1, 1 + 4 * 4, 192)  # for the 64x64 crops
+
+
+TABLE = Path(__file__).parents[1] / "docs" / "table1-small" / "table.csv"
+
+
+def test_the_bars_are_drawn_again_from_the_table_alone(tmp_path):
+    (tmp_path / "table.csv").write_bytes(TABLE.read_bytes())
+    assert main(["bars", str(tmp_path)]) == 0
+    assert (tmp_path / "bars.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from experiments.report import write_csv
+
+    write_csv(read_csv(TABLE), tmp_path / "again.csv")  # the table holds all the chart is drawn from
+    assert (tmp_path / "again.csv").read_text() == TABLE.read_text()
+
+
+def test_the_report_names_the_cell_that_departs_and_weighs_it_against_the_seed_spread():
+    lines = agreement(read_csv(TABLE))
+    assert lines[0] == "Largest |proposed − baseline| over the metrics and cells: 2.28 points (ViT-small, PUP, aAcc)."
+    assert lines[1].startswith("Proposed − baseline in mIoU lies within the baseline's own seed spread in 5 of 6 cells; "
+                               "beyond it in ViT-small / PUP (-1.53 against 0.98: 1.1 standard deviations")  # fmt: skip

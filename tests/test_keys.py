@@ -124,10 +124,13 @@ def test_secret_patterns_find_every_encoding_of_the_secret():
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("not json", "not a readable key file"),
-        ('{"format": "something-else"}', "not a cipherseg key file"),
+        ("not json", "not valid JSON"),
+        ('{"format": "something-else"}', "not a cipherseg-key"),
         ('{"format": "cipherseg-key", "version": 99}', "version 99"),
-        ('{"format": "cipherseg-key", "version": 1, "secret": "abcd"}', "corrupt key file"),
+        ('{"format": "cipherseg-key", "version": 1, "secret": "abcd"}', "secret: not 64 lower-case hex digits"),
+        ("[" * 2000 + "]" * 2000, "not valid JSON \\(recursion limit exceeded"),
+        ('{"format": "cipherseg-key", "version": 1, "secret": "' + "ab" * 32 + '", "key_id": "' + "0" * 32
+         + '", "block_size": 16, "negative_positive": false, "note": 1}', "'note' is no field of this format"),
     ],
 )
 def test_load_rejects_bad_files(tmp_path, content, message):

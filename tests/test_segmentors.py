@@ -13,41 +13,37 @@ import timm
 import torch
 import torch.nn.functional as F
 from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
 from mmseg.registry import MODELS, TRANSFORMS
 from safetensors.torch import save_file
 
 from contract.errors import UserError
+from contract.formats import CheckpointMetadata
+from contract.registry import FAMILIES, METHODS
 from pipeline.bundle import publish
 from pipeline.cipher import BlockCipher
-from pipeline.encrypt import encrypt_dataset
 from pipeline.errors import PipelineError
+from pipeline.job import build_bundle
 from pipeline.keys import generate
 from pipeline.sample import write_random_vit
 from pipeline.weights import (
-    BEIT_LAYOUT,
     encrypt_checkpoint,
     encrypt_finetuned_checkpoint,
     encrypt_patch_embedding,
     pretrained_normalization,
     timm_to_mmseg,
 )
-from training.checkpoint import CipherSegCheckHook, read_header
 from training.config import load_config
-from training.runner import CipherSegRunner
-from training.store import store_attrs
+from training.hooks import CipherSegCheckHook
+from training.loaders import read_header
 from training.transforms import key_unsafe_transforms
+
+BEIT_LAYOUT = CheckpointMetadata.BEIT_LAYOUT
 
 pytest_plugins = ["training_fixtures"]
 
 CONFIGS = Path(__file__).parents[1] / "training" / "configs"
 BEIT_ARCH = "beit_base_patch16_224"  # timm has no smaller BEiT
-# What CipherSegCheckHook demands of the bundle: (data, pretrained checkpoint).
-METHODS = {
-    "baseline": ("plain", "plain"),
-    "conventional1": ("plain", "plain"),
-    "conventional2": ("encrypted", "plain"),
-    "proposed": ("encrypted", "encrypted"),
-}
 # Full-size config stem: its tiny variant, backbone, and optimizer and learning rate as mmseg sets them.
 SEGMENTORS = {
     "segmenter_vit-b16_mask_8xb1-80k_cityscapes-768x768": ("segmenter_tiny_mask", "VisionTransformer", "SGD", 0.001),
@@ -70,7 +66,9 @@ def test_configs_hold_what_each_method_needs(full, method):
         assert not preprocessor.bgr_to_rgb and preprocessor.mean == preprocessor.std == [127.5] * 3
         assert (model.backbone.init_cfg.checkpoint == "{bundle}/backbone.safetensors") != (method == "conventional2")
         hook, = (h for h in cfg.custom_hooks if h.type == "CipherSegCheckHook")
-        assert (hook.data, hook.checkpoint) == METHODS[method]
+        # Conventional 1 is not trained in the cloud: its config trains the baseline, which the owner encrypts.
+        trained_as = METHODS[method] if METHODS[method].trained_in_cloud else METHODS["baseline"]
+        assert (hook.data, hook.checkpoint) == (trained_as.data, trained_as.checkpoint)
         assert cfg.crop_size == (size, size) and cfg.optim_wrapper.optimizer.type == optimizer
         init_default_scope("mmseg")
         assert key_unsafe_transforms([TRANSFORMS.build(t) for t in cfg.train_dataloader.dataset.pipeline], 16, False) == []
@@ -144,10 +142,10 @@ def test_a_beit_pretrained_at_another_size_starts(tmp_path):
 def negative_positive_bundle(owner, root: Path, scheduler: str) -> Path:
     """The owner's data and ViT-Ti/16 encrypted for a new negative-positive key and published at ``root``/bundle."""
     key = generate(negative_positive=True)
-    encrypt_dataset(str(owner.raw), str(root / "dataset.zarr"), key, workers=1, scheduler=scheduler)
-    encrypt_checkpoint(owner.weights, owner.arch, key, root / "backbone.safetensors")
-    publish(str(root / "dataset.zarr"), str(root / "backbone.safetensors"), str(root / "bundle"), key)
-    return root / "bundle"
+    return build_bundle(
+        owner.raw, owner.weights, owner.arch, key, store=root / "dataset.zarr", checkpoint=root / "backbone.safetensors",
+        bundle=root / "bundle", workers=1, scheduler=scheduler,
+    ).published.bundle  # fmt: skip
 
 
 def relative_difference(output, reference):
@@ -233,12 +231,12 @@ def test_the_check_hook_refuses_a_backbone_no_key_can_be_folded_into(backbone, m
 def test_the_check_hook_refuses_a_checkpoint_of_another_layout(owner, beit):
     init_default_scope("mmseg")
     preprocessor = MODELS.build(dict(type="SegDataPreProcessor", mean=[127.5] * 3, std=[127.5] * 3, bgr_to_rgb=False))
-    attrs = store_attrs(str(owner.encrypted / "dataset.zarr"))
+    cipher = owner.key.spec()
     checkpoint = str(beit.checkpoints["encrypted"])
-    shapes = read_header(checkpoint)[1]  # a backbone it fills
+    shapes = read_header(checkpoint).shapes  # a backbone it fills
     hook = CipherSegCheckHook()
-    assert hook.problems(attrs, checkpoint, shapes, False, preprocessor, layout=BEIT_LAYOUT) == []
-    problems = hook.problems(attrs, checkpoint, shapes, False, preprocessor, layout="mmseg.VisionTransformer")
+    assert hook.problems(cipher, checkpoint, shapes, False, preprocessor, family=FAMILIES[BEIT_LAYOUT]) == []
+    problems = hook.problems(cipher, checkpoint, shapes, False, preprocessor, family=FAMILIES["mmseg.VisionTransformer"])
     assert problems == [f"{checkpoint} holds a mmseg.BEiT backbone, the config builds an mmseg.VisionTransformer"]
 
 
@@ -258,7 +256,7 @@ def train(
     if not photometric:  # KeySafePhotoMetricDistortion refuses negative-positive data: off on both sides
         pipeline = cfg.train_dataloader.dataset.pipeline
         cfg.train_dataloader.dataset.pipeline = [t for t in pipeline if t.type != "KeySafePhotoMetricDistortion"]
-    runner = CipherSegRunner.from_cfg(cfg)
+    runner = Runner.from_cfg(cfg)
     if exact:
         exact_patch_embedding(runner.model.backbone.patch_embed.projection)
     runner.train()
@@ -389,7 +387,7 @@ def test_conventional1_predicts_what_the_baseline_predicts(owner, beit, trained,
     )
     cfg = load_config(CONFIGS / "tiny" / f"{config}_conventional1.py", str(bundles["encrypted"]), work_dir=tmp_path / "work")
     cfg.experiment_name = uuid.uuid4().hex
-    runner = CipherSegRunner.from_cfg(cfg)
+    runner = Runner.from_cfg(cfg)
     runner.load_checkpoint(str(conventional1), strict=True)
     scale = np.abs(baseline.predictions).max()
     np.testing.assert_allclose(predictions(runner), baseline.predictions, rtol=1e-4, atol=1e-4 * scale)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +21,7 @@ import pytest
 import requests
 import torch
 import uvicorn
+from mmengine.logging import MMLogger
 from mmseg.apis import init_model
 from safetensors.torch import save_file
 
@@ -35,6 +37,7 @@ from pipeline.weights import encrypt_finetuned_checkpoint
 from training import predict, serve, train
 from training.config import load_config
 from training.inference import Segmenter, check_model
+from training.provenance import model_reads
 from training.serve import Limits, build_app
 
 pytest_plugins = ["training_fixtures"]
@@ -67,7 +70,7 @@ def models(owner, keyed_bundle, tmp_path_factory) -> dict[str, SimpleNamespace]:
     plain = root / "plain.safetensors"
     torch.manual_seed(0)  # a model whose maps hold several classes
     model = init_model(load_config(PROPOSED, str(owner.bundles["plain"])), device="cpu")
-    metadata = CheckpointMetadata(None, owner.cloud, owner.cloud, layout=CheckpointMetadata.SEGMENTOR_LAYOUT)
+    metadata = CheckpointMetadata.of(None, owner.cloud, owner.cloud, layout=CheckpointMetadata.SEGMENTOR_LAYOUT)
     save_file(model.state_dict(), plain, metadata=metadata.to_metadata())
     shuffle = SimpleNamespace(key=owner.key, bundle=owner.bundles["encrypted"], signer=owner.signer)
     inverting = keyed_bundle(root / "np", generate(negative_positive=True))
@@ -75,8 +78,9 @@ def models(owner, keyed_bundle, tmp_path_factory) -> dict[str, SimpleNamespace]:
     for name, model in found.items():
         model.checkpoint = encrypt_finetuned_checkpoint(plain, model.key, root / f"{name}.safetensors")
         model.key_file = save(model.key, root / name / "key.json")
-        cfg = load_config(PROPOSED, str(model.bundle), signer=str(model.signer))
-        model.reads = check_model(cfg, str(model.checkpoint))
+        cfg = load_config(PROPOSED, str(model.bundle), signer=str(model.signer), work_dir=root / name / "work")
+        model.reads = model_reads(str(model.checkpoint)).cipher
+        check_model(cfg, str(model.checkpoint), model.reads)
         model.segmenter = Segmenter(cfg, str(model.checkpoint), "cpu")
     return found
 
@@ -124,13 +128,15 @@ def test_plain_image_to_plain_map_through_client_and_service_equals_predict(owne
     argv = ["--stage", "query", "--key", model.key_file, "--server", services[option], "--query", *plains, "--out", tmp_path / "client", "--legend"]
     assert owner_cli.main([str(a) for a in argv]) == 0
     encrypt_queries(plains, model.key, tmp_path / "sent")
+    MMLogger.get_instance(uuid.uuid4().hex)  # mmengine logs to its latest logger: one on today's streams, as in a new process
     argv = [PROPOSED, model.checkpoint, "--bundle", model.bundle, "--signer", model.signer, "--inputs", tmp_path / "sent", "--out", tmp_path / "predict", "--legend"]
     assert predict.main([str(a) for a in argv]) == 0
-    maps = sorted(p.name for p in (tmp_path / "predict").iterdir())
-    assert maps == sorted(p.name for p in (tmp_path / "client").iterdir()) and len(maps) == 3 * len(plains) + 1
+    maps = sorted(str(p.relative_to(tmp_path / "predict")) for p in (tmp_path / "predict").rglob("*.png"))
+    assert maps == sorted(str(p.relative_to(tmp_path / "client")) for p in (tmp_path / "client").rglob("*.png"))
+    assert len(maps) == 3 * len(plains) + 1
     for name in maps:
         assert np.array_equal(read_map(tmp_path / "client" / name), read_map(tmp_path / "predict" / name)), name
-    classes = np.unique(read_map(tmp_path / "client" / f"{plains[0].stem}_trainIds.png"))
+    classes = np.unique(read_map(tmp_path / "client" / "trainIds" / f"{plains[0].stem}_trainIds.png"))
     assert len(classes) > 1  # a map worth comparing
 
 
@@ -155,7 +161,7 @@ def test_a_batch_is_segmented_exactly_as_each_image_alone(owner, models, url):
 
 def test_the_service_describes_itself(models, url, tmp_path):
     assert requests.get(f"{url}/healthz").status_code == 200 and requests.get(f"{url}/readyz").json() == {"status": "ready"}
-    info = ServiceInfo.parse(requests.get(f"{url}/v1/model").json(), "model")
+    info = ServiceInfo.parse(requests.get(f"{url}/v1/model").content, "model")
     assert info.cipher == models["shuffle"].key.spec() and info.block_size == 16 and len(info.classes) == 19
     api = requests.get(f"{url}/openapi.json").json()
     assert "image/png" in api["paths"]["/v1/segment"]["post"]["requestBody"]["content"]
@@ -195,7 +201,7 @@ def cases(owner) -> dict[str, tuple]:
         "content-type": (good, {"Content-Type": "image/jpeg"}, 415, "content-type", "Content-Type: image/png"),
         "16-bit": (png(np.zeros((32, 32, 3), np.uint16)), image_png, 422, "not-rgb8", "not an 8-bit RGB PNG"),
         "odd-size": (png(np.zeros((32, 40, 3), np.uint8), key), image_png, 422, "size", "not a multiple of the block size 16"),
-        "huge": (good[:16] + (1 << 20).to_bytes(4, "big") * 2 + good[24:], image_png, 422, "size", "more than the 16777216 pixels"),
+        "huge": (good[:16] + (1 << 20).to_bytes(4, "big") * 2 + good[24:], image_png, 422, "size", "larger than cipherseg decodes (16777216 pixels"),
         "plain": (png(np.zeros((32, 32, 3), np.uint8)), image_png, 422, "plain-image", "names no key"),
         "other-key": (png(np.zeros((32, 32, 3), np.uint8), other), image_png, 422, "other-key", f"a query of key id {other.key_id}"),
         "tagged-twice": (twice_tagged(good), image_png, 422, "tagged-twice", "names a cipher 2 times"),
@@ -259,6 +265,7 @@ def test_a_model_of_another_bundle_is_refused_at_start(owner, models, capsys):
     """training.serve checks what training.predict checks, before it loads anything: one line, exit 2."""
     inverting = models["negative-positive"]
     argv = [PROPOSED, str(models["shuffle"].checkpoint), "--bundle", str(inverting.bundle), "--signer", str(inverting.signer)]
+    MMLogger.get_instance(uuid.uuid4().hex)
     assert serve.main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and owner.key.key_id in error and inverting.key.key_id in error
@@ -337,7 +344,7 @@ def test_a_full_queue_answers_503_with_retry_after_and_the_client_retries(owner,
         request["thread"].join()
         assert request["response"].status_code == 200  # every accepted request answered
     client.join()
-    assert (tmp_path / "out" / "plain_trainIds.png").is_file()  # the client's retry was answered
+    assert (tmp_path / "out" / "trainIds" / "plain_trainIds.png").is_file()  # the client's retry was answered
 
 
 def test_a_client_that_leaves_costs_nothing_further(gated, cases):

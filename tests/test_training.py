@@ -19,7 +19,8 @@ from contract.errors import UserError
 from pipeline.cipher import BlockCipher
 from pipeline.weights import encrypt_finetuned_checkpoint
 from training.config import load_config
-from training.runner import CipherSegRunner, resolve_bundle
+from training.export import export
+from training.resolve import resolve_config
 
 pytest_plugins = ["training_fixtures"]
 
@@ -30,7 +31,7 @@ def runner_for(method: str, bundle: Path, work_dir: Path, head: str = "naive", *
     config = CONFIGS / f"setr_tiny_{head}_{method}.py"
     cfg = load_config(config, str(bundle), work_dir=work_dir, cfg_options=cfg_options)
     cfg.experiment_name = uuid.uuid4().hex  # mmengine keys its logs and message hub by this name
-    return CipherSegRunner.from_cfg(cfg)
+    return Runner.from_cfg(cfg)
 
 
 def predictions(runner: Runner) -> np.ndarray:
@@ -77,10 +78,9 @@ def test_conventional2_does_not_follow_the_baseline(trained):
 
 
 def test_conventional1_predicts_what_the_baseline_predicts(owner, trained, tmp_path):
-    # The owner encrypts the patch embedding of the model fine-tuned on plain images, as training wrote it.
-    conventional1 = encrypt_finetuned_checkpoint(
-        trained["baseline"].work_dir / "iter_20.pth", owner.key, tmp_path / "conventional1.safetensors"
-    )
+    # The owner encrypts the patch embedding of the model fine-tuned on plain images, as the cloud exported it.
+    fine_tuned = export(str(trained["baseline"].work_dir / "iter_20.pth"), tmp_path / "baseline.safetensors")
+    conventional1 = encrypt_finetuned_checkpoint(fine_tuned, owner.key, tmp_path / "conventional1.safetensors")
     runner = runner_for("conventional1", owner.bundles["encrypted"], tmp_path / "work")
     runner.load_checkpoint(str(conventional1), strict=True)
     baseline = trained["baseline"].predictions
@@ -106,7 +106,7 @@ def test_the_paper_augmentation_needs_the_explicit_flag(owner):
 
     config = CONFIGS.parent / "setr_vit-b16_naive_8xb1-80k_cityscapes-768x768_proposed_paper-augmentation.py"
     cfg = load_config(config, str(owner.bundles["encrypted"]))
-    resolve_bundle(cfg)
+    resolve_config(cfg)
     dataset = cfg.train_dataloader.dataset
     init_default_scope("mmseg")
     assert len(DATASETS.build(dataset)) == owner.counts["train"]

@@ -1,7 +1,7 @@
-"""Cloud-side building blocks: key-safe transforms, the dataset's refusal of unsafe ones, the checkpoint checks."""
+"""Cloud-side building blocks: key-safe transforms, the dataset over a verified bundle and its refusal of unsafe
+transforms."""
 
-import json
-
+import hashlib
 
 import cv2
 import numpy as np
@@ -9,16 +9,12 @@ import pytest
 import torch
 import zarr
 from mmengine.registry import init_default_scope
-from mmengine.runner import CheckpointLoader
 from mmseg.datasets.transforms import PackSegInputs, PhotoMetricDistortion, RandomCrop, RandomFlip, Resize
 from mmseg.registry import DATASETS
 
 from contract.errors import UserError
 from pipeline.cipher import BlockCipher
 from pipeline.shards import train_ids
-from pipeline.keys import generate
-from pipeline.weights import encrypt_checkpoint
-from training.checkpoint import CipherSegCheckHook, backbone_mismatches, read_header
 from training.transforms import BlockAlignedRandomCrop, KeySafePhotoMetricDistortion, key_unsafe_transforms
 
 
@@ -28,6 +24,15 @@ pytest_plugins = ["training_fixtures"]
 @pytest.fixture(scope="module")
 def stores(owner):
     return {kind: str(getattr(owner, kind) / "dataset.zarr") for kind in ("plain", "encrypted")}
+
+
+@pytest.fixture(scope="module")
+def bundles(owner):
+    """Each published bundle, and the sha256 of its manifest (what a run pins after verifying it)."""
+    return {
+        kind: (str(bundle), hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest())
+        for kind, bundle in owner.bundles.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -85,24 +90,28 @@ def test_unsafe_transforms_are_named():
     assert key_unsafe_transforms([BlockAlignedRandomCrop(64, block_size=16)], 32, False) == ["BlockAlignedRandomCrop"]
 
 
-def dataset(store: str, split: str = "train", pipeline: tuple = ("LoadZarrImage", "LoadZarrAnnotations"), **kwargs):
+def dataset(bundle: tuple[str, str], split: str = "train", pipeline: tuple = ("LoadZarrImage", "LoadZarrAnnotations"), **kwargs):
+    """The cloud's dataset over a published bundle (its location and manifest digest)."""
     import training.datasets  # noqa: F401  (registers the dataset)
 
     init_default_scope("mmseg")
     transforms = [dict(type=name, prob=0.5) if name == "RandomFlip" else dict(type=name) for name in pipeline]
-    return DATASETS.build(dict(type="ZarrSegDataset", store=store, split=split, pipeline=transforms, **kwargs))
+    location, digest = bundle
+    return DATASETS.build(
+        dict(type="ZarrSegDataset", bundle=location, manifest_sha256=digest, split=split, pipeline=transforms, **kwargs)
+    )
 
 
-def test_the_dataset_refuses_unsafe_transforms_on_encrypted_data_only(owner, stores):
+def test_the_dataset_refuses_unsafe_transforms_on_encrypted_data_only(owner, bundles):
     flip = ("LoadZarrImage", "RandomFlip")
     with pytest.raises(UserError, match="RandomFlip in the pipeline does not commute"):
-        dataset(stores["encrypted"], pipeline=flip)
-    assert len(dataset(stores["encrypted"], pipeline=flip, allow_key_unsafe_transforms=True)) == owner.counts["train"]
-    assert len(dataset(stores["plain"], pipeline=flip)) == owner.counts["train"]
+        dataset(bundles["encrypted"], pipeline=flip)
+    assert len(dataset(bundles["encrypted"], pipeline=flip, allow_key_unsafe_transforms=True)) == owner.counts["train"]
+    assert len(dataset(bundles["plain"], pipeline=flip)) == owner.counts["train"]
 
 
-def test_the_dataset_reads_the_store(owner, stores):
-    sample = dataset(stores["plain"], split="val")[1]
+def test_the_dataset_reads_the_store(owner, bundles):
+    sample = dataset(bundles["plain"], split="val")[1]
     image, = (owner.raw / "leftImg8bit" / "val").glob(f"*/{sample['img_path']}_leftImg8bit.png")
     label, = (owner.raw / "gtFine" / "val").glob(f"*/{sample['img_path']}_gtFine_labelIds.png")
     assert np.array_equal(sample["img"], cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB))
@@ -115,9 +124,9 @@ def as_is(sample):
 
 
 @pytest.mark.parametrize("start_method", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])  # spawn: ~13 s of imports
-def test_the_dataset_works_in_dataloader_worker_processes(owner, stores, start_method):
+def test_the_dataset_works_in_dataloader_worker_processes(owner, bundles, start_method):
     """Every worker opens the store itself: nothing opened crosses a fork or a pickle."""
-    data = dataset(stores["encrypted"])
+    data = dataset(bundles["encrypted"])
     reference = [data[i] for i in range(len(data))]
     loader = torch.utils.data.DataLoader(
         data, batch_size=None, num_workers=2, collate_fn=as_is, multiprocessing_context=start_method
@@ -127,63 +136,3 @@ def test_the_dataset_works_in_dataloader_worker_processes(owner, stores, start_m
     for sample, expected in zip(samples, reference):
         assert np.array_equal(sample["img"], expected["img"])
         assert np.array_equal(sample["gt_seg_map"], expected["gt_seg_map"])
-
-
-def test_the_safetensors_loader_reads_the_owners_checkpoint(owner, checkpoints):
-    loaded = CheckpointLoader.load_checkpoint(checkpoints["encrypted"], map_location="cpu")
-    metadata, shapes = read_header(checkpoints["encrypted"])
-    assert {name: tuple(t.shape) for name, t in loaded["state_dict"].items()} == shapes
-    assert loaded["meta"]["safetensors_metadata"] == metadata  # what the model reads, for the check hook
-    assert metadata["encrypted"] == "true" and json.loads(metadata["norm_mean"]) == list(owner.cloud.mean)
-
-
-def test_backbone_mismatches_are_named():
-    expected = {"pos_embed": (1, 17, 8), "patch_embed.projection.weight": (8, 3, 16, 16), "cls_token": (1, 1, 8)}
-    found = {"pos_embed": (1, 197, 8), "patch_embed.projection.weight": (8, 3, 8, 8), "ln1.weight": (8,), "head.weight": (8,)}
-    assert backbone_mismatches(expected, found, final_norm=False) == [
-        "missing cls_token",
-        "unexpected head.weight",
-        "patch_embed.projection.weight has shape (8, 3, 8, 8), the model (8, 3, 16, 16)",
-    ]
-
-
-class Preprocessor(torch.nn.Module):
-    def __init__(self, mean, std, bgr_to_rgb=False):
-        super().__init__()
-        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
-        self.channel_conversion = bgr_to_rgb
-
-
-@pytest.mark.parametrize(
-    "hook, store, checkpoint, preprocessor, message",
-    [
-        (dict(), "encrypted", "encrypted", {}, None),
-        (dict(data="plain", checkpoint="plain"), "plain", "plain", {}, None),
-        (dict(checkpoint="plain"), "encrypted", "plain", {}, None),
-        (dict(), "plain", "encrypted", {}, "expects encrypted data, the dataset store is plain"),
-        (dict(), "encrypted", "plain", {}, "expects a encrypted checkpoint"),
-        (dict(), "encrypted", "encrypted", {"bgr_to_rgb": True}, "swaps channels"),
-        (dict(), "encrypted", "encrypted", {"mean": [123.675, 116.28, 103.53]}, "was made for mean"),
-    ],
-)
-def test_the_check_hook_refuses_what_does_not_belong_together(owner, stores, checkpoints, hook, store, checkpoint, preprocessor, message):
-    from training.store import store_attrs
-
-    settings = {"mean": list(owner.cloud.mean), "std": list(owner.cloud.std), **preprocessor}
-    _, shapes = read_header(checkpoints[checkpoint])
-    backbone = {name: shape for name, shape in shapes.items() if not name.startswith("ln1.")}
-    problems = CipherSegCheckHook(**hook).problems(
-        store_attrs(stores[store]), checkpoints[checkpoint], backbone, False, Preprocessor(**settings)
-    )
-    assert problems == [] if message is None else any(message in problem for problem in problems), problems
-
-
-def test_the_check_hook_refuses_a_checkpoint_of_another_key(owner, stores, tmp_path):
-    from training.store import store_attrs
-
-    other_key = generate()
-    other_key_id = other_key.key_id
-    other = encrypt_checkpoint(owner.weights, owner.arch, other_key, tmp_path / "other.safetensors")
-    preprocessor = Preprocessor(list(owner.cloud.mean), list(owner.cloud.std))
-    problems = CipherSegCheckHook().problems(store_attrs(stores["encrypted"]), str(other), {}, False, preprocessor)
-    assert any(f"is made for key id {other_key_id}" in problem for problem in problems), problems

@@ -19,13 +19,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from safetensors import safe_open
 
 import contract.bundle
 from contract.bundle import CHECKPOINT, DATASET, MANIFEST, SIGNATURE, verify_bundle
 from contract.errors import UserError
 from contract.signing import save_signer
-from pipeline.bundle import publish
-from pipeline.encrypt import encrypt_dataset
+from pipeline.job import build_bundle
 from pipeline.keys import generate
 from pipeline.sample import write_random_vit, write_sample
 from pipeline.weights import encrypt_checkpoint
@@ -49,10 +49,11 @@ def owner(tmp_path_factory, dask_scheduler):
     root = tmp_path_factory.mktemp("verify-owner")
     key, other_key = generate(), generate()
     write_sample(root / "raw", counts=SPLITS, size=(32, 64))
-    encrypt_dataset(str(root / "raw"), str(root / "dataset.zarr"), key, workers=1, scheduler=dask_scheduler, shard_size=2)
     vit = write_random_vit(root / "timm.safetensors", ARCH)
-    checkpoint = encrypt_checkpoint(vit, ARCH, key, root / "backbone.safetensors")
-    publish(str(root / "dataset.zarr"), str(checkpoint), str(root / "bundle"), key)
+    build_bundle(
+        root / "raw", vit, ARCH, key, store=root / "dataset.zarr", checkpoint=root / "backbone.safetensors",
+        bundle=root / "bundle", workers=1, scheduler=dask_scheduler, shard_size=2,
+    )  # fmt: skip
     return SimpleNamespace(
         key=key,
         other_key=other_key,
@@ -225,6 +226,58 @@ def fifo(name: str, replace: bool) -> Callable:
     return tamper
 
 
+def link_hard(bundle: Path, name: str) -> None:
+    """Replace an object by a hard link to an identical copy outside the bundle."""
+    target = outside(bundle, name.replace("/", "_"))
+    (bundle / name).rename(target)
+    os.link(target, bundle / name)
+
+
+def link_hard_inside(bundle: Path) -> None:
+    """The test images' metadata as a hard link to the val images' metadata, byte-identical."""
+    (bundle / TEST_ARRAY).unlink()
+    os.link(bundle / VAL_ARRAY, bundle / TEST_ARRAY)
+
+
+def add_field(name: str, inside: str | None, field: str) -> Callable:
+    """A field the contract does not name, in a metadata object (inside one of its fields)."""
+
+    def tamper(owner, bundle: Path) -> None:
+        document = json.loads((bundle / name).read_bytes())
+        (document[inside] if inside else document)[field] = "anything"
+        (bundle / name).write_text(json.dumps(document))
+
+    return tamper
+
+
+def reformat(name: str) -> Callable:
+    """The same document in another JSON layout (zarr's own, two-space indented)."""
+    return lambda owner, bundle: (bundle / name).write_text(json.dumps(json.loads((bundle / name).read_bytes()), indent=2))
+
+
+def rewrite_checkpoint(bundle: Path, extra_tensors: dict, extra_metadata: dict) -> None:
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(bundle / CHECKPOINT, framework="pt") as f:
+        metadata = f.metadata()
+    save_file({**load_file(bundle / CHECKPOINT), **extra_tensors}, bundle / CHECKPOINT, metadata={**metadata, **extra_metadata})
+
+
+def extra_tensor(owner, bundle: Path) -> None:
+    import torch
+
+    rewrite_checkpoint(bundle, {"note": torch.zeros(4)}, {})
+
+
+def extra_metadata(owner, bundle: Path) -> None:
+    rewrite_checkpoint(bundle, {}, {"note": "anything"})
+
+
+def CLOSED(name: str, field: str) -> str:  # noqa: N802 (reads as a constant in the table)
+    return re.escape(name) + f": '{re.escape(field)}' is no field of this format"
+
+
+NOT_RELATIVE = "manifest.json: objects\\..*not a relative path"
 OTHER_KEY_ID = "0123456789abcdef0123456789abcdef"
 
 
@@ -380,7 +433,7 @@ CASES = [
     manifest_case("edited-splits", manifest_edit(splits={"train": 30, "val": 2, "test": 2}), "manifest.json: splits is \\{'train': 30"),
     manifest_case("edited-splits-dropped", manifest_edit(splits={"train": 3, "val": 2}), "manifest.json: splits is"),
     manifest_case("edited-normalization", manifest_edit(std=[1, 1, 1]), "manifest.json: normalization is"),
-    manifest_case("edited-channel-order", manifest_edit(channel_order="BGR"), "manifest.json: channel_order is 'BGR'"),
+    manifest_case("edited-channel-order", manifest_edit(channel_order="BGR"), "manifest.json: channel_order: Input should be 'RGB'"),
     manifest_case("edited-digest", manifest_edit(sha256="0" * 64), re.escape(SHARD) + ": sha256 .* is not the manifest's 0000"),
     manifest_case("edited-size", manifest_edit(size=1), re.escape(SHARD) + ": [0-9]+ bytes, the manifest says 1"),
     manifest_case("dropped-entry", manifest_edit(drop=SHARD), unlisted(SHARD)),
@@ -402,11 +455,23 @@ CASES = [
     object_case("missing-manifest", lambda o, b: (b / MANIFEST).unlink(), "no manifest.json: not a bundle"),
     Case("signature-is-a-symlink-to-a-copy", lambda o, b: link_out(b, SIGNATURE), NO_SIGNATURE, is_link(SIGNATURE)),
     # names in the manifest that lead out of the bundle, each listed with the true digest of its target
-    manifest_case("traversal-parent", traversal("../outside-file"), missing("../outside-file")),
-    manifest_case("traversal-absolute", traversal("ABSOLUTE"), ": listed in the manifest but missing"),
-    manifest_case("traversal-inner", traversal(f"{DATASET}/../{CHECKPOINT}"), missing(f"{DATASET}/../{CHECKPOINT}")),
-    manifest_case("traversal-dot", traversal(f"./{CHECKPOINT}"), missing(f"./{CHECKPOINT}")),
-    manifest_case("traversal-relisted", relist(CHECKPOINT, f"{DATASET}/../{CHECKPOINT}"), unlisted(CHECKPOINT)),
+    manifest_case("traversal-parent", traversal("../outside-file"), NOT_RELATIVE),
+    manifest_case("traversal-absolute", traversal("ABSOLUTE"), NOT_RELATIVE),
+    manifest_case("traversal-inner", traversal(f"{DATASET}/../{CHECKPOINT}"), NOT_RELATIVE),
+    manifest_case("traversal-dot", traversal(f"./{CHECKPOINT}"), NOT_RELATIVE),
+    manifest_case("traversal-relisted", relist(CHECKPOINT, f"{DATASET}/../{CHECKPOINT}"), NOT_RELATIVE),
+    # hard links: bytes that another name, outside the bundle, can change after they were checked
+    object_case("hardlink-out-identical-shard", lambda o, b: link_hard(b, SHARD), re.escape(SHARD) + ": a hard link"),
+    object_case("hardlink-in-identical", lambda o, b: link_hard_inside(b), re.escape(TEST_ARRAY) + ": a hard link"),
+    # metadata outside the contract, listed consistently: the closed form refuses it, signed or not
+    manifest_case("extra-store-attribute-rehashed", then_rehash(add_field(ROOT, "attributes", "note")), CLOSED(ROOT, "attributes.note")),
+    manifest_case("extra-split-attribute-rehashed", then_rehash(add_field(SPLIT, "attributes", "note")), CLOSED(SPLIT, "attributes.note")),
+    manifest_case("extra-array-attribute-rehashed", then_rehash(add_field(ARRAY, "attributes", "note")), CLOSED(ARRAY, "attributes.note")),
+    manifest_case("extra-record-field-rehashed", then_rehash(add_field(RECORD, None, "note")), CLOSED(RECORD, "note")),
+    manifest_case("reformatted-store-zarr-json-rehashed", then_rehash(reformat(ROOT)), re.escape(ROOT) + ": not in the closed form"),
+    manifest_case("extra-checkpoint-tensor-rehashed", then_rehash(extra_tensor), re.escape(CHECKPOINT) + ": not a VisionTransformer backbone: unexpected tensor 'note'"),
+    manifest_case("extra-checkpoint-metadata-rehashed", then_rehash(extra_metadata), re.escape(CHECKPOINT) + ": 'note' is no field"),
+    manifest_case("unknown-manifest-field", manifest_edit(note="hello"), "manifest.json: 'note' is no field of this format"),
     # signatures
     Case("no-signature", lambda o, b: (b / SIGNATURE).unlink(), NO_SIGNATURE, None),
     Case("signature-of-another-owner", lambda o, b: sign_as(o.other_key, b), NOT_SIGNED + " \\(it names signer [0-9a-f]{32}\\)", None),
@@ -452,7 +517,7 @@ def test_tampering(owner, scratch, case, signed):
 def test_tampering_summary(owner, scratch, capsys):
     """Totals of the matrix: 100% refused with the signer; every integrity case refused without it,
     and the authenticity-only cases (a manifest rewritten consistently) accepted without it."""
-    assert len({case.id for case in CASES}) == len(CASES) >= 60
+    assert len({case.id for case in CASES}) == len(CASES) >= 80
     for case in CASES:
         for signed in (True, False):
             if (case.id, signed) not in RESULTS:  # run alone: run what the matrix did not
@@ -605,15 +670,23 @@ def test_the_scan_finds_a_pattern_anywhere_also_across_chunks(bundle, monkeypatc
 
 
 @pytest.mark.parametrize("name", [MANIFEST, SIGNATURE])
-def test_the_scan_covers_the_manifest_and_the_signature(owner, bundle, name):
-    """They are scanned too, though not listed: with the signer, so the signature itself is valid."""
+def test_the_manifest_and_the_signature_are_closed(owner, bundle, name):
+    """Neither carries a field the contract does not name, even signed by the owner."""
     document = json.loads((bundle / name).read_bytes())
     document["note"] = owner.key.secret.hex().upper()
     (bundle / name).write_text(json.dumps(document))
     if name == MANIFEST:
         sign_as(owner.key, bundle)
+    with pytest.raises(UserError, match=f"{name}: 'note' is no field of this format"):
+        verify_bundle(str(bundle), signer=owner.signer)
+
+
+def test_the_scan_covers_the_pending_record(owner, bundle):
+    """A pending record (the owner's note of an unfinished publish) is never read by the cloud, but the
+    owner's scan covers it like the manifest and the signature."""
+    (bundle / "publish.pending.json").write_text(json.dumps({"note": owner.key.secret.hex().upper()}))
     verify_bundle(str(bundle), signer=owner.signer)
-    with pytest.raises(UserError, match=f"{name}: contains the secret key in upper-case hex"):
+    with pytest.raises(UserError, match="publish.pending.json: contains the secret key in upper-case hex"):
         verify_bundle(str(bundle), signer=owner.signer, patterns=owner.key.secret_patterns())
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from mmengine.logging import HistoryBuffer
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -30,7 +31,7 @@ from pipeline.weights import (
 ARCH = "vit_tiny_patch16_224"
 OUT_INDICES = (2, 5, 8, 11)
 PRETRAINED = pretrained_normalization(ARCH)  # timm's augreg ViTs: 127.5 / 127.5 for every channel
-IMAGENET = Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))  # a per-channel one
+IMAGENET = Normalization(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))  # a per-channel one
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def normalize(images, norm):
 
 def test_pretrained_normalization_of_the_papers_models_is_uniform():
     for arch in ("vit_base_patch16_384", "vit_large_patch16_384"):
-        assert pretrained_normalization(arch) == Normalization((127.5,) * 3, (127.5,) * 3)
+        assert pretrained_normalization(arch) == Normalization(mean=(127.5,) * 3, std=(127.5,) * 3)
     assert IMAGENET.uniform().mean == (float(np.mean(IMAGENET.mean)),) * 3
 
 
@@ -276,14 +277,15 @@ def test_timm_to_mmseg_refuses_what_mmseg_cannot_hold():
 BAD_INPUTS = [
     # stage, input file, architecture, key, expected message
     ("encrypt", "vit.safetensors", "vit_no_such_model", "key", "unknown architecture"),
-    ("encrypt", "vit.safetensors", "resnet18", "key", "not a timm VisionTransformer"),
+    ("encrypt", "vit.safetensors", "resnet18", "key", "'resnet18' is not a timm VisionTransformer or Beit: its first layer conv1"),
     ("encrypt", "nope.pth", ARCH, "key", "no such file"),
     ("encrypt", "corrupt.safetensors", ARCH, "key", "not a readable checkpoint"),
     ("encrypt", "missing.safetensors", ARCH, "key", "missing blocks.3.mlp.fc1.weight"),
     ("encrypt", "vit.safetensors", "vit_small_patch16_224", "key", "has shape"),
     ("encrypt", "vit.safetensors", ARCH, "key8", "the patch size must equal the block size"),
     ("decrypt", "corrupt.pth", None, "key", "not a readable checkpoint"),
-    ("decrypt", "pickled.pth", None, "key", "carries no cipherseg metadata"),
+    ("decrypt", "pickled.pth", None, "key", "it names numpy.* which is never unpickled"),
+    ("decrypt", "training.pth", None, "key", "an mmengine training checkpoint: the cloud turns it into safetensors"),
     ("decrypt", "encrypted.safetensors", None, "other_key", "not for this key"),
     ("decrypt", "vit.safetensors", None, "key", "carries no cipherseg metadata"),
 ]
@@ -301,6 +303,7 @@ def bad_inputs(model, tmp_path_factory):
     (directory / "corrupt.pth").write_bytes(b"not a checkpoint either")
     # Like an mmengine training checkpoint, whose logs hold numpy arrays and other objects.
     torch.save({"state_dict": state, "meta": {"log": np.zeros(3)}}, directory / "pickled.pth")
+    torch.save({"state_dict": state, "message_hub": {"log": HistoryBuffer()}}, directory / "training.pth")
     keys = {"key": generate(16), "other_key": generate(16), "key8": generate(8)}
     encrypt_checkpoint(directory / "vit.safetensors", ARCH, keys["key"], directory / "encrypted.safetensors")
     return directory, keys
@@ -370,12 +373,13 @@ class _Payload:
 
 
 def test_a_torch_file_is_read_without_running_code_from_it(model, tmp_path):
-    """Objects besides tensors (an mmengine checkpoint's logs) are read as inert placeholders; a file that
-    names a function to call is refused, and nothing of it runs."""
-    logs = tmp_path / "logs.pth"
-    torch.save({"state_dict": model.state_dict(), "meta": {"log": np.zeros(3)}, "message_hub": {"x": np.ones(2)}}, logs)
-    state, metadata = weights._read_weights(logs)
-    assert state.keys() == model.state_dict().keys() and metadata == {}
+    """A state dict (timm's .pth, under 'state_dict' or 'model' too) reads; a file that names any other object
+    is refused, a function to call included, and nothing of it runs."""
+    for container in (None, "state_dict", "model"):
+        plain = tmp_path / f"{container}.pth"
+        torch.save(model.state_dict() if container is None else {container: model.state_dict()}, plain)
+        state, metadata = weights._read_weights(plain)
+        assert state.keys() == model.state_dict().keys() and metadata == {}
     marker = tmp_path / "ran"
     hostile = tmp_path / "hostile.pth"
     torch.save({"state_dict": model.state_dict(), "meta": {"hook": _Payload(marker)}}, hostile)

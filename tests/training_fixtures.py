@@ -17,23 +17,15 @@ from types import SimpleNamespace
 import pytest
 
 from contract.signing import save_signer
-from pipeline.bundle import publish
-from pipeline.encrypt import encrypt_dataset
+from pipeline.job import build_bundle
 from pipeline.keys import Key, generate
 from pipeline.sample import write_random_vit, write_sample
-from pipeline.weights import encrypt_checkpoint, pretrained_normalization
+from pipeline.weights import pretrained_normalization
 
 ARCH = "vit_tiny_patch16_224"  # the tiny configs' backbone
 SIZE = (96, 128)  # (H, W): multiples of the 16-pixel block, larger than the tiny configs' 64x64 crops
 COUNTS = {"train": 4, "val": 2}
 CLOUD = pretrained_normalization(ARCH).uniform()  # what the owner's checkpoints tell the cloud to use
-
-
-def write_bundle(root: Path, raw: Path, weights: Path, key: Key | None, scheduler: str) -> Path:
-    """An unpublished bundle (no manifest): the dataset store and checkpoint for ``key``, plain if None."""
-    encrypt_dataset(str(raw), str(root / "dataset.zarr"), key, workers=1, scheduler=scheduler)
-    encrypt_checkpoint(weights, ARCH, key, root / "backbone.safetensors")
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -44,9 +36,11 @@ def owner(tmp_path_factory, dask_scheduler) -> SimpleNamespace:
     key, raw = generate(), root / "cityscapes"
     write_sample(raw, counts=COUNTS, size=SIZE)
     weights = write_random_vit(root / f"{ARCH}.safetensors", ARCH)
-    sources = {kind: write_bundle(root / kind, raw, weights, k, dask_scheduler) for kind, k in (("plain", None), ("encrypted", key))}
-    for kind, source in sources.items():
-        publish(str(source / "dataset.zarr"), str(source / "backbone.safetensors"), str(root / "bundles" / kind), key)
+    for kind in ("plain", "encrypted"):
+        build_bundle(
+            raw, weights, ARCH, key, store=root / kind / "dataset.zarr", checkpoint=root / kind / "backbone.safetensors",
+            bundle=root / "bundles" / kind, plain=kind == "plain", workers=1, scheduler=dask_scheduler,
+        )  # fmt: skip
     return SimpleNamespace(
         arch=ARCH,
         size=SIZE,
@@ -55,9 +49,9 @@ def owner(tmp_path_factory, dask_scheduler) -> SimpleNamespace:
         key=key,
         raw=raw,
         weights=weights,
-        plain=sources["plain"],
-        encrypted=sources["encrypted"],
-        bundles={kind: root / "bundles" / kind for kind in sources},
+        plain=root / "plain",
+        encrypted=root / "encrypted",
+        bundles={kind: root / "bundles" / kind for kind in ("plain", "encrypted")},
         signer=save_signer(key.signer(), root / "signer.json"),
     )
 
@@ -67,9 +61,10 @@ def keyed_bundle(owner, dask_scheduler) -> Callable[[Path, Key], SimpleNamespace
     """Publish the owner's data with another key: (folder, key) -> the key, the bundle and its signer file."""
 
     def publish_with(root: Path, key: Key) -> SimpleNamespace:
-        encrypt_dataset(str(owner.raw), str(root / "store.zarr"), key, workers=1, scheduler=dask_scheduler)
-        encrypt_checkpoint(owner.weights, owner.arch, key, root / "backbone.safetensors")
-        publish(str(root / "store.zarr"), str(root / "backbone.safetensors"), str(root / "bundle"), key)
+        build_bundle(
+            owner.raw, owner.weights, owner.arch, key, store=root / "store.zarr", checkpoint=root / "backbone.safetensors",
+            bundle=root / "bundle", workers=1, scheduler=dask_scheduler,
+        )  # fmt: skip
         return SimpleNamespace(key=key, bundle=root / "bundle", signer=save_signer(key.signer(), root / "signer.json"))
 
     return publish_with

@@ -10,34 +10,35 @@ that stage also takes the training checkpoint itself.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from contract.errors import UserError, run_reporting
+from contract.errors import UserError, quoted, run_reporting
 from contract.formats import CheckpointMetadata
+from contract.outputs import OutputKind, check_output, guarded_path
 
 
 def export(checkpoint: str, out: str | Path) -> Path:
     """Write the weights and provenance of the mmengine checkpoint ``checkpoint`` as safetensors at ``out``."""
     from safetensors.torch import save_file
 
-    from training.pth import load_pth
+    from training.loaders import load_from_pth
     from training.provenance import model_reads
 
     if not Path(checkpoint).is_file() and "://" not in checkpoint:
-        raise UserError(f"{checkpoint}: no such checkpoint file")
-    loaded = load_pth(checkpoint, map_location="cpu")
-    cipher, normalization = model_reads(checkpoint, loaded)
-    metadata = CheckpointMetadata(
-        cipher, normalization, normalization, layout=CheckpointMetadata.SEGMENTOR_LAYOUT
-    ).to_metadata()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.partial")
-    save_file({name: t.contiguous() for name, t in loaded["state_dict"].items()}, temporary, metadata=metadata)
-    os.replace(temporary, out)  # whole or not at all
-    return out
+        raise UserError(f"{quoted(checkpoint)}: no such checkpoint file")
+    check_output(out, OutputKind.CHECKPOINT)  # before the work: never over a key, a signer or another kind of file
+    loaded = load_from_pth(checkpoint, map_location="cpu")
+    provenance = model_reads(checkpoint, loaded)
+    state = loaded.get("state_dict")
+    if not isinstance(state, dict) or not all(hasattr(t, "contiguous") for t in state.values()):
+        raise UserError(f"{quoted(checkpoint)}: holds no state dict of tensors")
+    metadata = CheckpointMetadata.of(
+        provenance.cipher, provenance.normalization, provenance.normalization, layout=CheckpointMetadata.SEGMENTOR_LAYOUT
+    )
+    with guarded_path(out, OutputKind.CHECKPOINT) as temporary:  # whole or not at all
+        save_file({name: t.contiguous() for name, t in state.items()}, temporary, metadata=metadata.to_metadata())
+    return Path(out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,12 +4,12 @@ batches, and the label maps' formats.
 
 Batches: images of one size go through the model in one forward pass (mmseg's slide inference runs each
 window for the whole batch at once; the service groups what it gathers by size), and each image gets
-exactly the map it gets alone. On a CPU that
-takes one setting: oneDNN's convolutions choose their algorithm by batch size (measured: logits 1e-6
-apart between a batch and its images alone, on the tiny SETR PUP and MLA heads and UperNet), so the
-forward pass runs with oneDNN off; PyTorch's own convolution computes each image of a batch alone, and
-was no slower on the tiny configs. Elsewhere (CUDA) :meth:`Segmenter.batches_exactly` checks it on the
-model's own windows, and the service batches only where it holds.
+exactly the map it gets alone. On a CPU that takes one setting: oneDNN's convolutions choose their
+algorithm by batch size (measured: logits 1e-6 apart between a batch and its images alone, on the tiny
+SETR PUP and MLA heads and UperNet), so the forward pass runs with oneDNN off; PyTorch's own convolution
+computes each image of a batch alone, and was no slower on the tiny configs. On any device
+:meth:`Segmenter.batches_exactly` checks it on the model's own windows, and the service batches only
+where it holds.
 """
 
 from __future__ import annotations
@@ -28,17 +28,20 @@ from contract.query import QueryRefused, check_query
 FORMATS = ("trainIds", "labelIds", "color")
 
 
-def check_model(cfg, checkpoint: str) -> CipherSpec | None:
-    """Verify the bundle ``cfg`` names (pointing the config at it) and that the model at ``checkpoint`` reads
-    its data; the cipher of the images the model reads (None: plain). Imports neither mmseg nor, for a
-    safetensors checkpoint, torch: a refusal comes before the model's libraries load."""
-    from training.bundle import resolve_bundle
-    from training.provenance import check_reads, model_reads
+def check_model(cfg, checkpoint: str, reads: CipherSpec | None) -> None:
+    """Verify the bundle ``cfg`` names (resolving the config to it), and refuse the model at ``checkpoint``, which
+    reads images of ``reads`` (its provenance: :func:`training.provenance.model_reads`), unless it reads the
+    bundle's data. Without a bundle, only a plain model runs (the owner's, on the owner's own images)."""
+    from training.plugin import register
 
-    verified = resolve_bundle(cfg)
-    reads, _ = model_reads(checkpoint)
-    check_reads(checkpoint, reads, verified.manifest.cipher, f"the bundle {cfg.bundle}")
-    return reads
+    register()
+    from training.provenance import check_reads
+    from training.resolve import resolve_config
+
+    if cfg.get("bundle"):
+        check_reads(checkpoint, reads, resolve_config(cfg).verified.manifest.cipher, f"the bundle {cfg.bundle}")
+    else:
+        check_reads(checkpoint, reads, None, "a run without a bundle")
 
 
 def decode_query(data: bytes, reads: CipherSpec | None, block_size: int) -> np.ndarray:

@@ -25,9 +25,9 @@ def register() -> None:
     ):
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
     # Registered with mmseg's registries as they are imported.
-    from training import backbones, checkpoint, datasets, metrics, progress, runner, transforms  # noqa: F401
+    from training import backbones, datasets, hooks, loaders, metrics, progress, resolve, transforms  # noqa: F401
 
-    checkpoint.register_loaders()
+    loaders.register_loaders()
 
 
 register()  # the custom_imports hook (see the module docstring)

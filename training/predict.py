@@ -1,14 +1,17 @@
-"""Segment query images in the cloud (no key): ``python -m training.predict CONFIG CHECKPOINT --bundle LOCATION
---inputs PATH... --out DIR``.
+"""Segment query images in the cloud (no key).
+
+``python -m training.predict CONFIG CHECKPOINT --bundle LOCATION --inputs PATH... --out DIR``
 
 Inputs are PNG files, folders of them, or glob patterns. A model trained on encrypted data segments
 encrypted queries: the user's ``--stage encrypt-query`` names the key in each file, and a query of
 another key, or a plain image, is refused rather than segmented into noise; a plain model takes
-plain images. Their sides must be multiples of the patch size (contract.query says all a query must be).
-The checks come before the model's libraries load: a refusal takes seconds. Per input, at the input's size:
-``<name>_trainIds.png`` (Cityscapes trainIds, 255 where nothing is predicted), ``<name>_labelIds.png``
-(Cityscapes labelIds, what cityscapesscripts' evaluation reads) and ``<name>_color.png`` (the
-Cityscapes palette); ``--legend`` adds ``legend.png``, the palette's colours and class names.
+plain images (and needs no bundle: the owner's model, back from decrypt-weights, on the owner's own
+images). Their sides must be multiples of the patch size. Per input, at the input's size, one folder
+per kind: ``trainIds/<name>_trainIds.png`` (Cityscapes trainIds, 255 where nothing is predicted),
+``labelIds/<name>_labelIds.png`` (Cityscapes labelIds: cityscapesscripts' evaluation reads the folder
+as it is) and ``color/<name>_color.png`` (the Cityscapes palette); ``--legend`` adds ``legend.png``,
+the palette's colours and class names. What a query must be is contract.query's; the model's provenance
+and every query are checked before mmseg loads (a refusal takes seconds), then the bundle.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from contract.errors import UserError, run_reporting
+from contract.errors import UserError, quoted, run_reporting
+from contract.outputs import OutputKind, write_file
 from contract.query import QueryRefused, check_query
 from training.config import add_common_arguments
 
@@ -50,48 +54,52 @@ def predict(
     device: str = "auto",
     legend: bool = False,
 ) -> list[Path]:
-    """Segment every input with the model at ``checkpoint``; write the label maps to ``out``, return their paths.
+    """Segment every input with the model at ``checkpoint``; write the label maps to ``out``, one folder per
+    kind (``trainIds/``, ``labelIds/``, ``color/``: each a folder cityscapesscripts' evaluation reads as
+    it is), and return their paths.
 
-    Refuses a model that does not read the data of the bundle ``cfg`` names, and any query that is not
-    of the model's cipher, before the model is loaded and anything is written. ``device``: as
-    :func:`training.config.select_device` takes it.
+    Refuses any query that is not of the model's cipher, and a model that does not read the data of the
+    bundle ``cfg`` names (without a bundle: a model that is not plain), before the model is loaded and
+    anything is written. ``device``: as :func:`training.config.select_device` takes it.
     """
     from training.config import select_device
     from training.inference import FORMATS, LabelMaps, Segmenter, check_model, decode_query
+    from training.provenance import model_reads
 
-    reads = check_model(cfg, checkpoint)
+    reads = model_reads(checkpoint).cipher
     block_size = cfg.model.backbone.patch_size
     inputs = list(inputs)
     for path in inputs:
         _refusing(path, lambda data: check_query(data, reads, block_size))
+    check_model(cfg, checkpoint, reads)
 
     from training.progress import Progress  # mmseg's: after the checks
 
     segmenter = Segmenter(cfg, checkpoint, select_device(device))
     maps = LabelMaps.cityscapes()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     written = []
     with Progress(len(inputs), "predict") as progress:
         for path in inputs:
             (train_ids,) = segmenter.segment([_refusing(path, lambda data: decode_query(data, reads, block_size))])
             for fmt in FORMATS:
-                target = out / f"{path.stem}_{fmt}.png"
-                target.write_bytes(maps.png(train_ids, fmt))
-                written.append(target)
+                written.append(write_file(out / fmt / f"{path.stem}_{fmt}.png", maps.png(train_ids, fmt), OutputKind.PNG))
             progress.update()
     if legend:
-        (out / "legend.png").write_bytes(maps.legend())
-        written.append(out / "legend.png")
+        written.append(write_file(out / "legend.png", maps.legend(), OutputKind.PNG))
     return written
 
 
 def _refusing(path: Path, use):
     """``use`` of the bytes of the query at ``path``; a refusal is one line naming the file."""
     try:
-        return use(path.read_bytes())
+        data = path.read_bytes()
+    except OSError as error:
+        raise UserError(f"{quoted(path)}: cannot read ({error.strerror})") from None
+    try:
+        return use(data)
     except QueryRefused as error:
-        raise UserError(f"{path}: {error}") from None
+        raise UserError(f"{quoted(path)}: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inputs", nargs="+", required=True, help="query images: PNG files, folders, glob patterns")
     parser.add_argument("--out", required=True, help="directory for the label maps")
     parser.add_argument("--legend", action="store_true", help="also write legend.png (class colours and names)")
-    add_common_arguments(parser)
+    add_common_arguments(parser, bundle_required=False)
     args = parser.parse_args(argv)
     return run_reporting(lambda: run_predict(args))
 

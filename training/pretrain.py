@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+import zarr
 from safetensors.torch import save_file
-
-from training.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ def pretrain(
     rng = np.random.default_rng(seed)
     model = timm.create_model(arch, pretrained=False, img_size=crop, num_classes=0)
     patch = model.patch_embed.patch_size[0]
-    split = open_store(str(store))["train"]
+    split = zarr.open_group(str(store), mode="r")["train"]  # the plain pretraining store: public data
     images, labels = split["images"][:], patch_classes(split["labels"][:], patch)
     mean = torch.tensor(model.pretrained_cfg["mean"]).view(1, 3, 1, 1) * 255
     std = torch.tensor(model.pretrained_cfg["std"]).view(1, 3, 1, 1) * 255

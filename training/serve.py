@@ -209,7 +209,7 @@ def build_app(segmenter: Segmenter, reads: CipherSpec | None, limits: Limits = L
         classes=maps.classes,
         palette=tuple(tuple(int(v) for v in maps.colours[i]) for i in range(len(maps.classes))),
         label_ids=tuple(int(v) for v in maps.label_ids[: len(maps.classes)]),
-    ).to_json()
+    )
     legend = maps.legend()
     state = {}  # the batcher and its task, while the app runs
 
@@ -321,7 +321,7 @@ def build_app(segmenter: Segmenter, reads: CipherSpec | None, limits: Limits = L
         return await answer("batch", request, work)
 
     @app.get("/v1/model", summary="What the model reads and the service takes")
-    async def model() -> dict:
+    async def model() -> ServiceInfo:
         return info
 
     @app.get("/v1/legend", summary="The classes' colours and names", response_class=Response,
@@ -415,10 +415,12 @@ def serve(args: argparse.Namespace) -> None:
 
     from training.config import config_from_arguments, select_device
     from training.inference import check_model
+    from training.provenance import model_reads
 
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # a corrupt query is our one-line refusal, not OpenCV's warning too
     cfg = config_from_arguments(args)
-    reads = check_model(cfg, args.checkpoint)
+    reads = model_reads(args.checkpoint).cipher
+    check_model(cfg, args.checkpoint, reads)
     segmenter = Segmenter(cfg, args.checkpoint, select_device(args.device))
     limits = Limits(args.max_batch_size, args.max_wait_ms, args.max_queue, args.max_body_bytes)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")

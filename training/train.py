@@ -35,8 +35,7 @@ def train(args: argparse.Namespace) -> None:
     register()
     import torch
 
-    from training.config import config_from_arguments, select_device
-    from training.runner import CipherSegRunner
+    from training.config import build_runner, config_from_arguments, removed_on_refusal, select_device
 
     device = select_device(args.device)
     cfg = config_from_arguments(args, work_dir=args.work_dir)
@@ -46,7 +45,8 @@ def train(args: argparse.Namespace) -> None:
         # mmengine's pytorch launcher calls torch.cuda.set_device unconditionally; on a machine without
         # CUDA, join torchrun's process group here with gloo, and the runner uses it as it is.
         torch.distributed.init_process_group(backend="gloo")
-    CipherSegRunner.from_cfg(cfg).train()
+    with removed_on_refusal(cfg.work_dir):
+        build_runner(cfg, device).train()
 
 
 if __name__ == "__main__":

@@ -29,14 +29,15 @@ from mmseg.datasets.transforms import PackSegInputs, PhotoMetricDistortion, Rand
 from mmseg.registry import TRANSFORMS
 from numpy import random
 
-from training.store import open_store
+from training.verified_store import open_store
 
 _OPEN_SPLITS = 4  # a loading transform reads one split; a few are kept open per process
 
 
 class _ZarrReader(BaseTransform):
-    """Reads the split a sample's data info names, opening it once per process (a dataloader worker forked
-    from the main process must not share its connections: s3fs sessions are not fork-safe)."""
+    """Reads the split a sample's data info names from the verified bundle (training.verified_store), opening it once
+    per process (a dataloader worker forked from the main process must not share its connections: s3fs
+    sessions are not fork-safe)."""
 
     def __init__(self) -> None:
         self._splits: dict[tuple, zarr.Group] = {}
@@ -46,11 +47,12 @@ class _ZarrReader(BaseTransform):
 
     def _split(self, results: dict) -> zarr.Group:
         options = results["storage_options"]
-        which = (results["zarr_store"], json.dumps(options, sort_keys=True), results["zarr_split"], os.getpid())
+        bundle, digest = results["bundle"], results["manifest_sha256"]
+        which = (bundle, digest, json.dumps(options, sort_keys=True), results["zarr_split"], os.getpid())
         if which not in self._splits:
             if len(self._splits) >= _OPEN_SPLITS:
                 self._splits.clear()
-            self._splits[which] = open_store(results["zarr_store"], options)[results["zarr_split"]]
+            self._splits[which] = open_store(bundle, digest, options)[results["zarr_split"]]
         return self._splits[which]
 
 
@@ -67,10 +69,14 @@ class LoadZarrImage(_ZarrReader):
 
 @TRANSFORMS.register_module()
 class LoadZarrAnnotations(_ZarrReader):
-    """Read sample ``sample_index`` of the split's ``labels`` array as ``gt_seg_map`` (trainIds, 255 ignored)."""
+    """Read sample ``sample_index`` of the split's ``labels`` array as ``gt_seg_map`` (trainIds, 255 ignored);
+    nothing for a split without labels (Cityscapes' test split: predictions only)."""
 
     def transform(self, results: dict) -> dict:
-        label = self._split(results)["labels"][results["sample_index"]]
+        split = self._split(results)
+        if "labels" not in split:
+            return results
+        label = split["labels"][results["sample_index"]]
         results["gt_seg_map"] = label.reshape(label.shape[:2])  # (H, W) or (H, W, 1) in the store
         results["seg_fields"].append("gt_seg_map")
         return results

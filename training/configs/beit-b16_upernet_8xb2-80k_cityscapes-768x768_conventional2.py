@@ -1,4 +1,4 @@
 # Conventional 2: encrypted images from the bundle, the plain pretrained checkpoint (not the bundle's).
-_base_ = ['./_base_/beit-b16_upernet.py']
+_base_ = ['./_base_/beit-b16_upernet.py', './_base_/cityscapes_80k_warmup.py']
 model = dict(backbone=dict(init_cfg=dict(checkpoint='pretrain/beit-b16_224_plain.safetensors')))
 custom_hooks = [dict(type='CipherSegCheckHook', data='encrypted', checkpoint='plain')]

@@ -1,5 +1,6 @@
-# SETR's ViT-L/16 encoder (384 pretraining) as mmseg configures it for Cityscapes, reading the bundle.
-_base_ = ['./bundle_cityscapes_768x768.py', './schedule_80k.py']
+# SETR's ViT-L/16 encoder (384 pretraining) as mmseg configures it for Cityscapes, reading the bundle's
+# checkpoint, and SETR's optimizer: SGD, heads at 10x lr. The model of a config; its data and schedule
+# come from ./cityscapes_80k.py.
 norm_cfg = dict(type='SyncBN', requires_grad=True)  # plain BN when not distributed (mmengine)
 model = dict(
     type='EncoderDecoder',
@@ -34,3 +35,8 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint='{bundle}/backbone.safetensors')),
     train_cfg=dict(),
     test_cfg=dict(mode='slide', crop_size=(768, 768), stride=(512, 512)))
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0),
+    clip_grad=None,
+    paramwise_cfg=dict(custom_keys={'head': dict(lr_mult=10.)}))

@@ -1,2 +1,2 @@
 # Proposed: encrypted images and the owner's encrypted checkpoint, both from the bundle.
-_base_ = ['./_base_/beit_tiny_upernet.py']
+_base_ = ['./_base_/beit_tiny_upernet.py', './_base_/cityscapes_20_warmup.py']

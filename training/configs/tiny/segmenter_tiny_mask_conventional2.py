@@ -1,4 +1,4 @@
 # Conventional 2: encrypted images from the bundle, the plain pretrained checkpoint (not the bundle's).
-_base_ = ['./_base_/segmenter_tiny_mask.py']
+_base_ = ['./_base_/segmenter_tiny_mask.py', './_base_/cityscapes_20.py']
 model = dict(backbone=dict(init_cfg=dict(checkpoint='pretrain/vit_tiny_patch16_224_plain.safetensors')))
 custom_hooks = [dict(type='CipherSegCheckHook', data='encrypted', checkpoint='plain')]

@@ -1,31 +1,11 @@
-# UperNet-ViT at the tiny size of ./setr_tiny_naive.py: ../../_base_/upernet_vit-b16_mln.py on ViT-Ti/16
-# with narrower heads.
-_base_ = ['./vit_tiny_adamw.py']
+# UperNet-ViT at the tiny size: ../../_base_/upernet_vit-b16_mln.py at ViT-Ti's width, narrower heads, the
+# crop, inference windows and BN of ./setr_tiny_naive.py.
+_base_ = ['../../_base_/upernet_vit-b16_mln.py']
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
-    neck=dict(type='MultiLevelNeck', in_channels=[192, 192, 192, 192], out_channels=192, scales=[4, 2, 1, 0.5]),
-    decode_head=dict(
-        _delete_=True,  # not a SETRUPHead: none of the naive head's settings apply
-        type='UPerHead',
-        in_channels=[192, 192, 192, 192],
-        in_index=[0, 1, 2, 3],
-        pool_scales=(1, 2, 3, 6),
-        channels=64,
-        dropout_ratio=0.1,
-        num_classes=19,
-        norm_cfg=norm_cfg,
-        align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
-    auxiliary_head=dict(
-        _delete_=True,
-        type='FCNHead',
-        in_channels=192,
-        in_index=3,
-        channels=32,
-        num_convs=1,
-        concat_input=False,
-        dropout_ratio=0.1,
-        num_classes=19,
-        norm_cfg=norm_cfg,
-        align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)))
+    data_preprocessor=dict(size=(64, 64)),
+    backbone=dict(img_size=(64, 64), embed_dims=192, num_heads=3),
+    neck=dict(in_channels=[192, 192, 192, 192], out_channels=192),
+    decode_head=dict(in_channels=[192, 192, 192, 192], channels=64, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=192, channels=32, norm_cfg=norm_cfg),
+    test_cfg=dict(crop_size=(128, 128), stride=(96, 96)))

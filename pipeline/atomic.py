@@ -1,4 +1,5 @@
-"""Writes that readers see whole or not at all, and owner-private writes, for local files and fsspec objects.
+"""Writes that readers see whole or not at all, and owner-private writes, for fsspec objects (local files
+go through the one output guard of :mod:`contract.outputs`).
 
 A crash (SIGKILL included) may leave a temporary behind, never a truncated file under the real
 name: resuming stages trust what exists under the real name. Temporaries end in ``.partial``.
@@ -10,87 +11,45 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
-# Temporaries end in this; stages that list a folder or store leave such leftovers out.
-PARTIAL = ".partial"
-PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
-
-
-def _temporary(path: str) -> str:
-    # Unique per writer: two writers of one path (a task Dask reruns) never share a temporary.
-    return f"{path}.{uuid.uuid4().hex}{PARTIAL}"
-
+from contract.outputs import PARTIAL, OutputKind, make_dirs, write_file
 
 # What the writers here leave behind when killed: a temporary file, or a file in a staging folder.
 _TEMPORARY = re.compile(
-    rf".*\.[0-9a-f]{{32}}{re.escape(PARTIAL)}"  # put_atomic, atomic_path
+    rf".*\.[0-9a-f]{{32}}{re.escape(PARTIAL)}"  # contract.outputs.guarded_path, zarr's LocalStore
     rf"|(.*/)?tmp[a-z0-9_]{{8}}{re.escape(PARTIAL)}/object"  # commit_on_success's staging folder
 )
 
 
 def is_temporary(name: str) -> bool:
-    """Whether ``name`` (a path relative to some root) is a leftover of :func:`put_atomic`,
-    :func:`atomic_path` or :func:`commit_on_success`, rather than someone's file."""
+    """Whether ``name`` (a path relative to some root) is a leftover of an interrupted write here,
+    rather than someone's file."""
     return bool(_TEMPORARY.fullmatch(name))
 
 
-@contextmanager
-def atomic_path(path: str | Path, *, private: bool = False) -> Iterator[Path]:
-    """A temporary local path to write to, moved onto ``path`` when the block succeeds.
-
-    ``private``: the file is the owner's alone (0600, created so from the start) and any folder
-    made for it is 0700.
-    """
-    path = Path(path)
-    make_dirs(path.parent, private=private)
-    temporary = Path(_temporary(str(path)))
-    try:
-        if private:
-            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)  # gone after a successful replace
-
-
-def make_dirs(path: str | Path, *, private: bool = False) -> None:
-    """Create ``path`` and its missing parents; with ``private``, every folder made is 0700."""
-    path = Path(path)
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=PRIVATE_DIR if private else 0o777)
-        except FileExistsError:  # another writer made it meanwhile
-            pass
-
-
-def put_atomic(fs: AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write one object whole or not at all: temporary + rename locally, one PUT on object stores."""
+def put_atomic(fs: AbstractFileSystem, path: str, data: bytes, kind: OutputKind = OutputKind.JSON) -> None:
+    """Write one object whole or not at all: through the output guard locally, one PUT on object stores."""
     if isinstance(fs, LocalFileSystem):
-        with atomic_path(path) as temporary:
-            temporary.write_bytes(data)
+        write_file(path, data, kind)
     else:
         fs.pipe_file(path, data)
 
 
-def write_private(location: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+def write_private(location: str, data: bytes, kind: OutputKind, storage_options: dict[str, Any] | None = None) -> None:
     """Write owner-private data (plain images, reports): locally 0600 in 0700 folders, atomically.
 
     On object storage the bucket's access rules keep it private: choose a private bucket.
     """
     fs, path = url_to_fs(location, **(storage_options or {}))
     if isinstance(fs, LocalFileSystem):
-        with atomic_path(path, private=True) as temporary:
-            temporary.write_bytes(data)
+        write_file(path, data, kind, private=True)
     else:
         fs.pipe_file(path, data)
 

@@ -12,8 +12,9 @@ from contract.formats import SplitAttributes
 from pipeline.cipher import BlockCipher
 from pipeline.errors import PipelineError
 from pipeline.keys import Key
-from pipeline.storage import write_private
-from pipeline.store import read_attributes, zarr_store
+from contract.outputs import OutputKind
+from pipeline.atomic import write_private
+from pipeline.zarr_store import read_attributes, zarr_store
 
 
 def decrypt_samples(
@@ -61,6 +62,6 @@ def decrypt_samples(
         image = cipher.decrypt(root[split]["images"][i])
         path = f"{out.rstrip('/')}/{split}/{name.rsplit('_', 2)[0]}/{name}_leftImg8bit.png"
         _, png = cv2.imencode(".png", image[..., ::-1])  # cv2 encodes BGR
-        write_private(path, png.tobytes(), storage_options)
+        write_private(path, png.tobytes(), OutputKind.PNG, storage_options)
         written.append(path)
     return written

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -191,7 +190,3 @@ def read_header_bytes(first: bytes, where: str) -> int:
         raise FormatError(f"{quoted(where)}: not a safetensors file (a header of {length} bytes)")
     return length
 
-
-def same_layout(found: Mapping[str, bytes], canonical: Mapping[str, bytes]) -> list[str]:
-    """The names whose bytes are not their closed form."""
-    return [name for name, data in found.items() if canonical.get(name) != data]

@@ -99,7 +99,6 @@ def build_runner(cfg: Config, device: str):
     """mmengine's Runner for ``cfg``, introduced by a short summary: mmengine's dump of the environment and
     the whole config (some 200 lines) goes to the run's log file only, not to the console."""
     from mmengine.runner import Runner
-    from mmengine.utils.dl_utils import collect_env
 
     level = cfg.get("log_level", "INFO")
     cfg.log_level = "WARNING"  # the dump is logged while the runner is made: keep it from the console
@@ -109,8 +108,7 @@ def build_runner(cfg: Config, device: str):
     logger.setLevel(level)
     for handler in logger.handlers:
         handler.setLevel(logging.WARNING if handler in console else level)
-    environment = "\n    ".join(f"{name}: {value}" for name, value in collect_env().items())
-    logger.info(f"System environment:\n    {environment}\nConfig:\n{runner.cfg.pretty_text}")
+    runner._log_env(cfg.get("env_cfg", {}))  # mmengine's own dump again, now that the file takes it (pinned)
     for handler in console:
         handler.setLevel(level)
         handler.addFilter(_per_parameter)

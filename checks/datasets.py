@@ -113,20 +113,14 @@ def walk(layout: str, negative_positive: bool, work: Path, step: Step = subproce
 
 def plain_prediction(config: Path, checkpoint: Path, image: np.ndarray) -> np.ndarray:
     """The class indices the owner's decrypted model predicts on a plain RGB image (padded, then cropped)."""
-    from training.plugin import register
-
-    register()
     from mmengine.config import Config
-    from mmengine.runner import load_checkpoint
-    from mmseg.apis import init_model
 
-    from training.predict import segment
+    from training.inference import Segmenter
 
-    model = init_model(Config.fromfile(str(config)), device="cpu")
-    load_checkpoint(model, str(checkpoint), map_location="cpu")
+    model = Segmenter(Config.fromfile(str(config)), str(checkpoint), "cpu")
     height, width = image.shape[:2]
     padded = np.pad(image, ((0, -height % 16), (0, -width % 16), (0, 0)))
-    return segment(model, padded)[:height, :width]
+    return model.segment([padded])[0][:height, :width]
 
 
 def decrypted_equal(raw: Path, decrypted: Path, layout: str) -> bool:

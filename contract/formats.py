@@ -42,11 +42,6 @@ from pydantic_core import PydanticCustomError
 from contract.errors import FormatError, quoted
 
 CHANNEL_ORDER = "RGB"  # what the store holds and the checkpoints read
-# The PNG text chunk in which an encrypted query names its cipher (CipherSpec JSON): the cloud checks it
-# against the model, so that a query of another key (or a plain image) is refused, not segmented into noise.
-QUERY_TAG = "cipherseg-cipher"
-# The text chunk in which a padded query names its size before padding ("HxW"): the cloud crops its maps to it.
-QUERY_SIZE_TAG = "cipherseg-size"
 # The label value every mmseg head, data preprocessor and metric ignores by default; a dataset whose raw
 # labels ignore another value maps it here (DatasetDescription.label_map).
 IGNORE_INDEX = 255

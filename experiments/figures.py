@@ -97,25 +97,22 @@ def fig5(title: str, models: dict[str, tuple[object, Path]], bundles: dict[str, 
     """The paper's Fig. 5: input, encrypted input, ground truth and each method's prediction (one row each) for
     ``examples`` val images (one column each), with the Cityscapes palette's legend."""
     import torch
-    from matplotlib.patches import Patch
-    from mmengine.runner import load_checkpoint
-    from mmseg.apis import init_model
-    from mmseg.datasets import CityscapesDataset
-
-    from training.predict import segment
     import zarr
+    from matplotlib.patches import Patch
+
+    from contract.datasets import cityscapes
+    from training.inference import LabelMaps, Segmenter
 
     plt = _pyplot()
     plain, encrypted = (zarr.open_group(str(bundles[kind] / "dataset.zarr"), mode="r")["val"] for kind in ("plain", "encrypted"))
-    colours = np.zeros((256, 3), np.uint8)  # black for 255 (ignored)
-    colours[:19] = CityscapesDataset.METAINFO["palette"]
+    maps = LabelMaps.of(cityscapes())
+    colours = maps.colours  # black for 255 (ignored)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     predictions = {}
     for name, (cfg, checkpoint) in models.items():
-        model = init_model(cfg, device=device)  # not init_model's checkpoint: it wants mmengine's 'meta'
-        load_checkpoint(model, str(checkpoint), map_location=device)
         source = plain if METHODS[name].bundle == "plain" else encrypted
-        predictions[METHODS[name].label] = [colours[segment(model, source["images"][i])] for i in range(examples)]
+        segmented = Segmenter(cfg, str(checkpoint), device).segment([source["images"][i] for i in range(examples)])
+        predictions[METHODS[name].label] = [colours[m] for m in segmented]
     panels = {"input": [plain["images"][i] for i in range(examples)],
               "encrypted input": [encrypted["images"][i] for i in range(examples)],
               "ground truth": [colours[plain["labels"][i]] for i in range(examples)], **predictions}  # fmt: skip
@@ -128,7 +125,7 @@ def fig5(title: str, models: dict[str, tuple[object, Path]], bundles: dict[str, 
             axes[i, j].imshow(image, interpolation="nearest")
             axes[i, j].set_xticks([])
             axes[i, j].set_yticks([])
-    classes = [*CityscapesDataset.METAINFO["classes"], "ignored"]
+    classes = [*maps.classes, "ignored"]
     handles = [Patch(facecolor=colours[i if i < 19 else 255] / 255, edgecolor="0.5", label=c) for i, c in enumerate(classes)]
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=9, frameon=False)
     fig.suptitle(f"Segmentation maps ({title}; val images)", fontsize=11)

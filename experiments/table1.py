@@ -6,7 +6,7 @@ key. Every owner step (sample, keygen, encrypt, encrypt-weights, publish, the ow
 encrypting conventional 1's fine-tuned model, and encrypt-query for Fig. 4) runs through the owner's
 command line (:mod:`experiments.harness`) on an owner root under ``work`` that the runner only passes around
 as paths; the cloud steps read the published bundles (``python -m training.train``, then
-:func:`training.test.evaluate` and :func:`training.predict.segment`).
+:func:`training.test.evaluate` and :class:`training.inference.Segmenter`).
 """
 
 from __future__ import annotations

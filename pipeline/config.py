@@ -21,7 +21,7 @@ from pipeline.errors import OnError, PipelineError
 
 DEFAULT_ARCH = "vit_tiny_patch16_384"
 # Where the stages that write one tree put it without --out (the other stages that write one need --out).
-OUT_DEFAULTS = {"encrypt-query": "data/cloud/queries", "audit": "data/owner/audit"}
+OUT_DEFAULTS = {"encrypt-query": "data/cloud/queries", "query": "data/owner/maps", "audit": "data/owner/audit"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class Options:
     checkpoint: str | None = None
     out: str | None = None  # the output of the stages that write one file tree or file
     query: tuple[str, ...] = ()
+    server: str = "http://127.0.0.1:8000"  # the cloud's segmentation service (`make serve` starts one here)
+    concurrency: int = 4
+    legend: bool = False
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     scheduler: str | None = None
     on_error: OnError = OnError.FAIL
@@ -158,6 +161,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "plain": _flag,
     "names": _names,
     "query": _names,
+    "concurrency": _integer(1),
+    "legend": _flag,
     "audit_images": _integer(2),
     "block_size": _integer(1),
     "negative_positive": _flag,

@@ -156,6 +156,17 @@ def stage_encrypt_query(o: Options) -> None:
     log.info("wrote %s to %s", count(len(written), "encrypted query", "encrypted queries"), out)
 
 
+def stage_query(o: Options) -> None:
+    """User side: have the cloud's service (--server) segment query images (--query), encrypted in memory; maps to --out."""
+    from pipeline import client, keys
+
+    if not o.query:
+        raise PipelineError("--stage query needs --query IMAGE [IMAGE ...]")
+    out = o.out_path("query")
+    client.segment_queries(o.server, o.query, keys.load(o.key_path), out, concurrency=o.concurrency, legend=o.legend)
+    log.info("wrote the maps of %s to %s", count(len(o.query), "query", "queries"), out)
+
+
 def stage_publish(o: Options) -> None:
     """Publish the store and checkpoint as the cloud's bundle, signed by the owner and free of the key."""
     from contract.signing import save_signer
@@ -250,6 +261,7 @@ STAGES: dict[str, Callable[[Options], None]] = {
     "publish": stage_publish,
     "verify": stage_verify,
     "encrypt-query": stage_encrypt_query,
+    "query": stage_query,
     "audit": stage_audit,
     "all": stage_all,
 }
@@ -306,8 +318,11 @@ def parser() -> argparse.ArgumentParser:
     option("--encrypted-weights", "the encrypted checkpoint written for the cloud", metavar="PATH")
     option("--bundle", "the published bundle", metavar="PATH|URL")
     option("--checkpoint", "a fine-tuned checkpoint: encrypted for decrypt-weights, plain for encrypt-weights", metavar="PATH")
-    option("--query", "encrypt-query: the user's images", nargs="+", metavar="IMAGE")
-    option("--out", f"output of augment, decrypt, decrypt-weights, encrypt-weights --checkpoint, encrypt-query, audit; "
+    option("--query", "encrypt-query, query: the user's images (plain PNG)", nargs="+", metavar="IMAGE")
+    option("--server", "query: the cloud's segmentation service (python -m training.serve)", metavar="URL")
+    option("--concurrency", "query: requests at once", metavar="N")
+    option("--legend", "query: also write legend.png (class colours and names)", action="store_true", default=None)
+    option("--out", f"output of augment, decrypt, decrypt-weights, encrypt-weights --checkpoint, encrypt-query, query, audit; "
                     f"without it, {out}", metavar="PATH")  # fmt: skip
     option("--workers", "local worker processes, one per core unless given", metavar="N")
     option("--scheduler", "an existing Dask scheduler, tcp://host:port; without it, a local cluster", metavar="ADDRESS")

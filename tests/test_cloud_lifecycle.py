@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import mmseg
@@ -17,19 +16,16 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from mmengine.runner import load_checkpoint
-from mmseg.apis import init_model
+from mmengine.logging import MMLogger
 from safetensors import safe_open
 
 from contract.formats import BundleReference, ModelProvenance
-from contract.signing import save_signer
 from pipeline import run as owner_cli
-from pipeline.job import build_bundle
 from pipeline.keys import generate, save
 from pipeline.query import encrypt_queries, write_rgb
 from training import export, predict, test, train
 from training.loaders import load_from_pth
-from training.predict import segment
+from training.inference import Segmenter
 from training.transforms import contrast_about_grey
 
 pytest_plugins = ["training_fixtures"]
@@ -39,19 +35,10 @@ PROPOSED, BASELINE = str(CONFIGS / "setr_tiny_naive_proposed.py"), str(CONFIGS /
 ITERS = 4
 
 
-def keyed_bundle(owner, root: Path, key, scheduler: str) -> SimpleNamespace:
-    """The owner's data encrypted and published with ``key``; the bundle and its signer file."""
-    build_bundle(
-        owner.raw, owner.weights, owner.arch, key, store=root / "store.zarr", checkpoint=root / "backbone.safetensors",
-        bundle=root / "bundle", workers=1, scheduler=scheduler,
-    )  # fmt: skip
-    return SimpleNamespace(key=key, bundle=root / "bundle", signer=save_signer(key.signer(), root / "signer.json"))
-
-
 @pytest.fixture(scope="module")
-def other(owner, tmp_path_factory, dask_scheduler):
+def other(keyed_bundle, tmp_path_factory):
     """The same images published by another owner, with another key."""
-    return keyed_bundle(owner, tmp_path_factory.mktemp("other"), generate(), dask_scheduler)
+    return keyed_bundle(tmp_path_factory.mktemp("other"), generate())
 
 
 @pytest.fixture(scope="module")
@@ -127,15 +114,18 @@ def test_test_and_predict_refuse_what_is_not_the_models(owner, other, trained, t
     for query, words in ((theirs, f"a query of key id {other.key.key_id}"), (plain, "names no key")):
         code, err = run_cli(predict, [PROPOSED, trained, "--bundle", owner.bundles["encrypted"], "--inputs", query, "--out", out], capsys)
         assert code == 2 and words in err and owner.key.key_id in err, err
-    code, err = run_cli(predict, [PROPOSED, trained, "--bundle", other.bundle, "--inputs", plain, "--out", out], capsys)
-    assert code == 2 and other.key.key_id in err
+    # A query of the model's key, but a bundle of another: the model does not read that bundle's data.
+    (mine,) = encrypt_queries([plain], owner.key, tmp_path / "mine")
+    code, err = run_cli(predict, [PROPOSED, trained, "--bundle", other.bundle, "--inputs", mine, "--out", out], capsys)
+    assert code == 2 and owner.key.key_id in err and other.key.key_id in err
     assert not out.exists()  # refused before anything was written
 
 
 def test_a_corrupt_query_is_one_line(owner, trained, tmp_path, capfd):
     image = np.random.default_rng(0).integers(0, 256, (*owner.size, 3), dtype=np.uint8)
-    query = write_rgb(tmp_path / "query.png", image)
-    query.write_bytes(query.read_bytes()[:200])  # the header survives: found when decoding
+    query = write_rgb(tmp_path / "query.png", image, owner.key.spec())
+    query.write_bytes(query.read_bytes()[:200])  # the header and the tag survive: found when decoding
+    MMLogger.get_instance(uuid.uuid4().hex)  # mmengine logs to its latest logger: one on today's streams, as in a new process
     code = predict.main([str(a) for a in (PROPOSED, trained, "--bundle", owner.bundles["encrypted"], "--inputs", query, "--out", tmp_path / "out")])
     lines = capfd.readouterr().err.strip().splitlines()  # OpenCV writes to the process's stderr, not Python's
     assert code == 2 and lines[-1] == f"error: {query}: not a readable image"
@@ -167,15 +157,14 @@ def test_predict_takes_files_folders_and_globs_and_writes_cityscapes_maps(owner,
     assert cv2.imread(str(out / "legend.png")).shape[0] == 19 * 24
 
 
-def model_of(config: str, bundle: Path, checkpoint: Path):
+def model_of(config: str, bundle: Path, checkpoint: Path) -> Segmenter:
     from training.config import load_config
-    from training.resolve import resolve_config
 
-    cfg = load_config(config, str(bundle), work_dir=checkpoint.parent / "predict")
-    resolve_config(cfg)
-    model = init_model(cfg, device="cpu")
-    load_checkpoint(model, str(checkpoint), map_location="cpu")
-    return model
+    return Segmenter(load_config(config, str(bundle), work_dir=checkpoint.parent / "predict"), str(checkpoint), "cpu")
+
+
+def segment(model: Segmenter, image: np.ndarray) -> np.ndarray:
+    return model.segment([image])[0]
 
 
 def test_the_model_goes_back_to_its_owner(owner, trained, tmp_path, capsys):
@@ -278,8 +267,8 @@ def test_contrast_about_grey_commutes_with_inversion():
 
 
 @pytest.fixture(scope="module")
-def negative_positive(owner, tmp_path_factory, dask_scheduler):
-    return keyed_bundle(owner, tmp_path_factory.mktemp("np"), generate(negative_positive=True), dask_scheduler)
+def negative_positive(keyed_bundle, tmp_path_factory):
+    return keyed_bundle(tmp_path_factory.mktemp("np"), generate(negative_positive=True))
 
 
 def losses_and_predictions(config: str, bundle: Path, signer: Path, work_dir: Path, **options):

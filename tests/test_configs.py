@@ -132,3 +132,17 @@ def test_the_ade20k_configs_are_mmsegs_ade20k_settings_on_the_bundle():
         assert (hook.data, hook.checkpoint) == (trained_as.data, trained_as.checkpoint), path.name
         pipeline = [TRANSFORMS.build(t) for t in cfg.train_dataloader.dataset.pipeline]
         assert key_unsafe_transforms(pipeline, 16, False) == key_unsafe_transforms(pipeline, 16, True) == [], path.name
+
+
+TINY = sorted(p for p in (ROOT / "tiny").rglob("*.py") if "_base_" not in p.parts)
+
+
+@pytest.mark.parametrize("path", TINY, ids=lambda path: path.stem)
+def test_tiny_windows_overlap_on_whole_blocks(path):
+    """Slide inference overlaps its windows (windows that only touch leave seams in the maps at their edges),
+    and every window starts on a block boundary (a window cutting blocks would read ciphertext as noise)."""
+    cfg = load_config(path, "bundle")
+    test_cfg, block = cfg.model.test_cfg, cfg.model.backbone.patch_size
+    assert test_cfg.mode == "slide"
+    for window, stride in zip(test_cfg.crop_size, test_cfg.stride):
+        assert stride < window and stride % block == 0 and window % block == 0

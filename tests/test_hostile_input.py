@@ -18,7 +18,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from contract.bundle import CHECKPOINT, DATASET, MANIFEST, SIGNATURE
-from contract.formats import QUERY_TAG
+from contract.query import QUERY_TAG
 from pipeline import keys
 from pipeline.run import main as owner_main
 from pipeline.sample import write_sample

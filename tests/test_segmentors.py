@@ -75,9 +75,9 @@ def test_configs_hold_what_each_method_needs(full, method):
         if size == 768:
             assert cfg.optim_wrapper.optimizer.lr == lr and cfg.train_cfg.max_iters == 80000
             assert model.test_cfg == dict(mode="slide", crop_size=(768, 768), stride=(512, 512))
-        else:  # windows without overlap: 2x the crop, but a BEiT reads inputs of its window's size only
-            window = (64, 64) if backbone == "CipherSegBEiT" else (128, 128)
-            assert model.test_cfg == dict(mode="slide", crop_size=window, stride=window)
+        else:  # overlapping windows of 2x the crop, but a BEiT reads inputs of its window's size only
+            window, stride = ((64, 64), (48, 48)) if backbone == "CipherSegBEiT" else ((128, 128), (96, 96))
+            assert model.test_cfg == dict(mode="slide", crop_size=window, stride=stride)
 
 
 @pytest.mark.parametrize(

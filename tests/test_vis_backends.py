@@ -1,4 +1,5 @@
-"""Training logs to TensorBoard (or any mmengine vis backend) with one --cfg-options setting."""
+"""Training logs to TensorBoard (or any mmengine vis backend) with one --cfg-options setting; the console
+starts with a short summary, mmengine's dump of the environment and config goes to the log file."""
 
 import subprocess
 import sys
@@ -30,3 +31,10 @@ def test_tensorboard_event_files_are_written(owner, tmp_path):
     accumulator.Reload()
     assert {"loss", "lr", "mIoU"} <= set(accumulator.Tags()["scalars"])  # training and the final validation
     assert [event.step for event in accumulator.Scalars("loss")] == [1, 2]
+
+    console = (done.stdout + done.stderr).splitlines()
+    first_iteration = next(i for i, line in enumerate(console) if "Iter(train)" in line)
+    assert first_iteration < 30 and not any("System environment" in line for line in console), console[:40]
+    (log,) = work_dir.glob("*/*.log")
+    dump = log.read_text()
+    assert "System environment:" in dump and "Distributed training: False" in dump and "Config:\nbundle = " in dump

@@ -51,11 +51,13 @@ def load_config(
 
     A signer (or storage options, or a minimum sequence) given here and one in the config or its
     overrides must agree: either counts. cipherseg's loops (training.resolve) verify the bundle and
-    resolve the config's ``{bundle}`` paths. ``work_dir`` defaults to ``work_dirs/<config name>``.
+    resolve the config's ``{bundle}`` paths. ``work_dir`` defaults to ``work_dirs/<config name>``. The
+    config's ``custom_imports`` (for mmseg's own tools) are not imported: reading a config stays cheap, and
+    the commands call ``training.plugin.register()`` before they build anything from it.
     """
     if not Path(config).is_file():
         raise UserError(f"{quoted(config)}: no such config file")
-    cfg = Config.fromfile(str(config))
+    cfg = Config.fromfile(str(config), import_custom_modules=False)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     for name, value in (("bundle", bundle), ("signer", signer), ("storage_options", storage_options), ("min_sequence", min_sequence)):
@@ -97,7 +99,6 @@ def build_runner(cfg: Config, device: str):
     """mmengine's Runner for ``cfg``, introduced by a short summary: mmengine's dump of the environment and
     the whole config (some 200 lines) goes to the run's log file only, not to the console."""
     from mmengine.runner import Runner
-    from mmengine.utils.dl_utils import collect_env
 
     level = cfg.get("log_level", "INFO")
     cfg.log_level = "WARNING"  # the dump is logged while the runner is made: keep it from the console
@@ -107,8 +108,7 @@ def build_runner(cfg: Config, device: str):
     logger.setLevel(level)
     for handler in logger.handlers:
         handler.setLevel(logging.WARNING if handler in console else level)
-    environment = "\n    ".join(f"{name}: {value}" for name, value in collect_env().items())
-    logger.info(f"System environment:\n    {environment}\nConfig:\n{runner.cfg.pretty_text}")
+    runner._log_env(cfg.get("env_cfg", {}))  # mmengine's own dump again, now that the file takes it (pinned)
     for handler in console:
         handler.setLevel(level)
         handler.addFilter(_per_parameter)

@@ -8,6 +8,7 @@ resume or test a checkpoint of another key.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -48,9 +49,9 @@ def _model(runner) -> torch.nn.Module:
     return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
 
-def check_classes(model: torch.nn.Module, dataset: DatasetDescription, where: str) -> None:
-    """UserError unless the segmentor predicts as many classes as ``dataset`` has (mmseg would fail deep
-    in the loss or the metric, or quietly leave classes out)."""
+def check_classes(model: torch.nn.Module | Mapping, dataset: DatasetDescription, where: str) -> None:
+    """UserError unless the segmentor (or its head's config) predicts as many classes as ``dataset`` has (mmseg
+    would fail deep in the loss or the metric, or quietly leave classes out)."""
     predicted = getattr(model, "num_classes", None)
     if predicted is not None and predicted != len(dataset.classes):
         raise UserError(

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from fsspec.core import url_to_fs
 from mmengine.logging import HistoryBuffer
-from mmengine.runner import CheckpointLoader
 from numpy._core.multiarray import _reconstruct, scalar
 from safetensors.torch import load as load_safetensors_bytes
 
@@ -98,6 +97,8 @@ def register_loaders() -> None:
 
     The loaders' names end in what mmengine's log line shows ("Loads checkpoint by safetensors backend").
     """
+    from mmengine.runner import CheckpointLoader  # here: reading a checkpoint's provenance needs no runner
+
     CheckpointLoader.register_scheme(prefixes=r".*\.pth$", loader=load_from_pth, force=True)
     CheckpointLoader.register_scheme(prefixes=r".*\.safetensors(#sha256=[0-9a-f]{64})?$", loader=load_from_safetensors, force=True)
 

@@ -11,4 +11,4 @@ model = dict(
         post_process_channels=[24, 48, 96, 192],
         norm_cfg=dict(type='BN', requires_grad=True)),
     auxiliary_head=None,
-    test_cfg=dict(crop_size=(128, 128), stride=(128, 128)))
+    test_cfg=dict(crop_size=(128, 128), stride=(96, 96)))

@@ -6,4 +6,4 @@ model = dict(
     backbone=dict(img_size=(64, 64), embed_dims=192, num_heads=3),
     decode_head=dict(in_channels=192, channels=192, num_heads=3, embed_dims=192),
     auxiliary_head=None,
-    test_cfg=dict(crop_size=(128, 128), stride=(128, 128)))
+    test_cfg=dict(crop_size=(128, 128), stride=(96, 96)))

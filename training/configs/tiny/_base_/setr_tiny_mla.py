@@ -8,4 +8,4 @@ model = dict(
     neck=dict(in_channels=[192, 192, 192, 192], out_channels=64, norm_cfg=norm_cfg),
     decode_head=dict(in_channels=(64, 64, 64, 64), channels=128, mla_channels=32, norm_cfg=norm_cfg),
     auxiliary_head=[dict(aux, in_channels=64, channels=64) for aux in _base_.model.auxiliary_head],
-    test_cfg=dict(crop_size=(128, 128), stride=(128, 128)))  # as ./setr_tiny_naive.py
+    test_cfg=dict(crop_size=(128, 128), stride=(96, 96)))  # as ./setr_tiny_naive.py

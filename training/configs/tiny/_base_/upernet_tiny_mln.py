@@ -8,4 +8,4 @@ model = dict(
     neck=dict(in_channels=[192, 192, 192, 192], out_channels=192),
     decode_head=dict(in_channels=[192, 192, 192, 192], channels=64, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=192, channels=32, norm_cfg=norm_cfg),
-    test_cfg=dict(crop_size=(128, 128), stride=(128, 128)))
+    test_cfg=dict(crop_size=(128, 128), stride=(96, 96)))

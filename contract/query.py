@@ -7,7 +7,8 @@ key-holder's tools write that chunk; the cloud compares it with what its model r
 query of another key, or a plain image, is refused rather than segmented into noise. An image whose
 sides were no multiples of the block size was padded by the key-holder (black, at the bottom and
 right, as the store's images) and names its size before padding in a second ``tEXt`` chunk,
-:data:`QUERY_SIZE_TAG` (``HxW``): the cloud crops its maps to it.
+:data:`QUERY_SIZE_TAG` (``HxW``): the cloud crops its maps to it. A plain image for a plain model (the
+owner's, back from the cloud) may be of any size: the cloud pads it so, and crops its map back.
 
 :func:`check_query` is the one check, and both sides call it: the cloud (``training.predict``,
 ``training.serve``) before it decodes a query, the key-holder's client before it sends one, so the
@@ -55,7 +56,7 @@ def png_header(data: bytes) -> PngHeader | None:
     return PngHeader(height, width, data[24], data[25])
 
 
-def _problem(header: PngHeader | None, block_size: int) -> tuple[str, str] | None:
+def _problem(header: PngHeader | None, block_size: int | None) -> tuple[str, str] | None:
     """(reason, message) of what is wrong with a query of this header, None if nothing."""
     if header is None:
         return QueryRefused.NOT_PNG, "not a PNG file"
@@ -65,7 +66,7 @@ def _problem(header: PngHeader | None, block_size: int) -> tuple[str, str] | Non
     if (depth, colour) != (8, PNG_RGB):
         alpha = ", with alpha" if colour == 6 else ""
         return QueryRefused.NOT_RGB8, f"not an 8-bit RGB PNG (bit depth {depth}, colour type {colour}{alpha})"
-    if height % block_size or width % block_size:
+    if block_size and (height % block_size or width % block_size):
         return QueryRefused.SIZE, f"image size {height}x{width} is not a multiple of the block size {block_size}"
     return None
 
@@ -99,8 +100,10 @@ class Query:
     size: tuple[int, int]
 
 
-def read_query(data: bytes, block_size: int) -> Query:
-    """The size and cipher of the PNG ``data``; QueryRefused if it is no image a model could read.
+def read_query(data: bytes, block_size: int | None) -> Query:
+    """The size and cipher of the PNG ``data``; QueryRefused if it is no image a model could read. Its sides
+    must be multiples of ``block_size``, unless None: a plain image for a plain model, which the cloud pads
+    as the owner pads the store's images.
 
     The image itself is not decoded: the header and the chunk list say all this.
     """
@@ -109,7 +112,7 @@ def read_query(data: bytes, block_size: int) -> Query:
     if problem:
         raise QueryRefused(*problem)
     own = (header.height, header.width)
-    size = _size_of(_tags(data, QUERY_SIZE_TAG), own, block_size)
+    size = _size_of(_tags(data, QUERY_SIZE_TAG), own, block_size or 1)
     return Query(*own, named_cipher(data), size)
 
 
@@ -121,7 +124,7 @@ def named_cipher(data: bytes) -> CipherSpec | None:
 
 def check_query(data: bytes, reads: CipherSpec | None, block_size: int) -> Query:
     """:func:`read_query`, and the query must be of ``reads``, the cipher of what the model reads (None: plain)."""
-    query = read_query(data, block_size)
+    query = read_query(data, block_size if reads is not None else None)
     if query.cipher != reads:
         if query.cipher is None:
             raise QueryRefused(

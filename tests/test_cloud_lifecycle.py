@@ -241,6 +241,7 @@ def test_the_owners_plain_model_segments_and_scores_plain_images_without_bundle_
 
     names = zarr.open_group(owner.bundles["encrypted"] / "dataset.zarr", mode="r")["val"].attrs["names"]
     plains = [next((owner.raw / "leftImg8bit" / "val").glob(f"*/{name}_leftImg8bit.png")) for name in names]
+    plains.append(write_rgb(tmp_path / "odd.png", cv2.imread(str(plains[0]))[:90, :117, ::-1]))  # padded by each side
     assert predict.main([str(a) for a in (BASELINE, plain_model, "--inputs", *plains, "--out", tmp_path / "mine")]) == 0
     encrypt_queries(plains, owner.key, tmp_path / "queries")
     cloud = ["--bundle", owner.bundles["encrypted"], "--signer", owner.signer]
@@ -248,7 +249,7 @@ def test_the_owners_plain_model_segments_and_scores_plain_images_without_bundle_
     for plain in plains:
         mine = cv2.imread(str(tmp_path / "mine" / "trainIds" / f"{plain.stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
         theirs = cv2.imread(str(tmp_path / "cloud" / "trainIds" / f"{plain.stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
-        assert np.count_nonzero(mine != theirs) == 0
+        assert mine.shape == cv2.imread(str(plain)).shape[:2] and np.count_nonzero(mine != theirs) == 0
     code, err = run_cli(predict, [PROPOSED, trained, "--inputs", tmp_path / "queries", "--out", tmp_path / "x"], capsys)
     assert code == 2 and "a run without a bundle is of plain (no key)" in err  # an encrypted model needs its bundle
 

@@ -164,3 +164,11 @@ def test_a_size_tag_is_one_size_before_padding_or_refused(chunks):
         check_query(png_claiming(32, 32, tag(tag_text(SPEC)), *chunks), SPEC, 16)
     assert refused.value.reason == QueryRefused.SIZE_TAG
     assert check_query(png_claiming(32, 32, tag(tag_text(SPEC)), size_tag("17x32")), SPEC, 16).size == (17, 32)
+
+
+def test_a_plain_image_for_a_plain_model_may_be_of_any_size():
+    """The cloud pads a plain image as the owner pads the store's (its map cropped back); an encrypted query
+    comes padded by the key-holder, so one of no whole blocks is refused."""
+    assert check_query(png_claiming(30, 40), None, 16) == Query(30, 40, None, (30, 40))
+    with pytest.raises(QueryRefused, match="image size 30x40 is not a multiple of the block size 16"):
+        check_query(png_claiming(30, 40, tag(tag_text(SPEC))), SPEC, 16)

@@ -59,14 +59,18 @@ def check_model(cfg, checkpoint: str, reads: CipherSpec | None) -> DatasetDescri
 
 def decode_query(data: bytes, reads: CipherSpec | None, block_size: int) -> tuple[np.ndarray, tuple[int, int]]:
     """The RGB image (H, W, 3 uint8) of a query for a model that reads images of ``reads`` in blocks of
-    ``block_size``: checked (:func:`contract.query.check_query`), then decoded; and the size its map is cropped
-    to (the image's before the key-holder padded it). QueryRefused saying why not."""
+    ``block_size``: checked (:func:`contract.query.check_query`), decoded and padded to whole blocks (a plain
+    image may be of any size); and the size its map is cropped to (the image's before the key-holder or this
+    padded it). QueryRefused saying why not."""
     import cv2
 
     query = check_query(data, reads, block_size)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
     if image is None:
         raise QueryRefused(QueryRefused.CORRUPT, "not a readable image")
+    height, width = image.shape[:2]
+    if height % block_size or width % block_size:  # a plain image: black at the bottom and right, as the owner pads
+        image = np.pad(image, ((0, -height % block_size), (0, -width % block_size), (0, 0)))
     return image, query.size
 
 

@@ -5,8 +5,8 @@
 Inputs are PNG files, folders of them, or glob patterns. A model trained on encrypted data segments
 encrypted queries: the user's ``--stage encrypt-query`` names the key in each file (and, for an image
 it padded to multiples of the patch size, its size before padding), and a query of another key, or a
-plain image, is refused rather than segmented into noise; a plain model takes plain images whose sides
-are multiples of the patch size (and needs no bundle: the owner's model, back from decrypt-weights, on
+plain image, is refused rather than segmented into noise; a plain model takes plain images of any size,
+padded here as the owner pads (and needs no bundle: the owner's model, back from decrypt-weights, on
 the owner's own images). The classes are the bundle's dataset's (Cityscapes' without a bundle). Per
 input, at its size before padding, one folder per kind: ``trainIds/<name>_trainIds.png`` (class
 indices, 255 where nothing is predicted), ``labelIds/<name>_labelIds.png`` (the dataset's own label

@@ -340,6 +340,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow  # a killed run and its resume, each in processes of their own: ~4 s each
 @pytest.mark.parametrize("survive", [0, 3])
 def test_sigkill_mid_run_then_resume(raw, key, tmp_path, survive):
     """Kill a run at a known point; the resumed run redoes exactly the unfinished shards, finished ones untouched."""
@@ -509,6 +510,7 @@ def test_an_unreachable_scheduler_fails_fast_and_writes_nothing(raw, key, tmp_pa
         run(raw, tmp_path / "a.zarr", key, "notaurl")
 
 
+@pytest.mark.slow  # a local S3 server: ~10 s
 def test_s3_store_and_raw(raw, key, scheduler, s3_bucket, s3_options, tmp_path):
     """The same stage with the raw tree and the store on an S3 server (moto), through fsspec."""
     import s3fs

@@ -50,6 +50,7 @@ def test_progress_draws_a_bar_on_a_terminal(logged):
     assert len(logged) == 1 and logged[0].startswith("predict: 2 images in")  # the summary alone
 
 
+@pytest.mark.slow  # a 512x1024 image through each head: ~4 s each
 @pytest.mark.parametrize("head", ["naive", "pup", "mla"])
 def test_the_tiny_configs_evaluate_a_512x1024_image_in_few_backbone_passes(head):
     # 128x128 windows overlapping by 32 px: 55 passes, about 2 s on 2 cores; sliding the 64x64 training crop

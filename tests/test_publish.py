@@ -743,6 +743,7 @@ print(json.dumps(reports))
 '''
 
 
+@pytest.mark.slow  # a publish killed at each of its writes, a process each: ~4-8 s
 @pytest.mark.parametrize("scenario", ["first-publish", "republish"])
 def test_sigkill_at_any_write_step_leaves_no_manifest_or_a_complete_bundle(owner, published, tmp_path, scratch, scenario):
     """Killed at every write step in turn (before each put, copy, rename and removal, and between the
@@ -796,6 +797,7 @@ def training_dataset(bundle: str, storage_options: dict | None = None):
     return DATASETS.build(dict(dataset, storage_options=storage_options or {}))
 
 
+@pytest.mark.slow  # a local S3 server: ~6 s
 def test_publish_and_verify_on_s3(owner, s3_bucket, s3_options):
     """The same publish and check through fsspec on an S3 bucket: signed, reused on republish, a
     damaged remote shard refused, and the cloud's data loader reads what the owner encrypted."""

@@ -243,6 +243,7 @@ def test_the_owners_plain_model_segments_and_scores_plain_images_without_bundle_
     plains = [next((owner.raw / "leftImg8bit" / "val").glob(f"*/{name}_leftImg8bit.png")) for name in names]
     plains.append(write_rgb(tmp_path / "odd.png", cv2.imread(str(plains[0]))[:90, :117, ::-1]))  # padded by each side
     assert predict.main([str(a) for a in (BASELINE, plain_model, "--inputs", *plains, "--out", tmp_path / "mine")]) == 0
+    assert f"the maps of {len(plains)} images written to" in capsys.readouterr().out
     encrypt_queries(plains, owner.key, tmp_path / "queries")
     cloud = ["--bundle", owner.bundles["encrypted"], "--signer", owner.signer]
     assert predict.main([str(a) for a in (PROPOSED, trained, *cloud, "--inputs", tmp_path / "queries", "--out", tmp_path / "cloud")]) == 0

@@ -123,7 +123,7 @@ def run_predict(args: argparse.Namespace) -> None:
 
     inputs = expand_inputs(args.inputs)
     predict(config_from_arguments(args), args.checkpoint, inputs, args.out, device=args.device, legend=args.legend)
-    print(f"{len(inputs)} label maps written to {args.out}")
+    print(f"the maps of {len(inputs)} {'image' if len(inputs) == 1 else 'images'} written to {args.out}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ test: $(VENV)/.installed $(AIRFLOW_VENV)/.installed
 
 # The developer's loop: every test not marked slow (the Airflow runs are all slow).
 test-quick: $(VENV)/.installed
-	$(PYTEST) -m "not slow"
+	$(PYTEST) -m "not slow" --hypothesis-profile=quick
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 os.environ["OMP_NUM_THREADS"] = "1"
 
@@ -18,6 +19,12 @@ from training.plugin import register  # noqa: E402
 
 torch.set_num_threads(1)
 register()
+
+# The fuzz tests that take their number of examples from the profile: 100 each in `make test`, 25 in the
+# developer's loop (`make test-quick` passes --hypothesis-profile=quick).
+settings.register_profile("full", max_examples=100, deadline=None)
+settings.register_profile("quick", max_examples=25, deadline=None)
+settings.load_profile("full")
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the order is the same with and without slow tests

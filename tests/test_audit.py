@@ -142,6 +142,7 @@ def test_report_refuses_a_bundle_and_too_few_images(scenes, tmp_path):
         audit.write_report(scenes[:1], key, tmp_path / "audit")
 
 
+@pytest.mark.slow  # the whole audit on the sample: ~4 s
 def test_audit_stage_writes_the_owners_report(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     sample.write_sample("data/raw/cityscapes", counts={"val": 3}, size=(64, 128))

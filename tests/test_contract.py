@@ -616,14 +616,13 @@ def parses_or_refuses(model, source) -> None:
 
 
 @pytest.mark.parametrize("model", PARSERS, ids=lambda model: model.__name__)
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])  # examples: the session's profile (tests/conftest.py)
 @given(data=st.binary(max_size=300) | DOCUMENT_LIKE.map(lambda d: json.dumps(d).encode()))
 def test_no_parser_raises_anything_but_a_format_error(model, data):
     parses_or_refuses(model, data)
 
 
 @pytest.mark.parametrize("document", [d for d in DOCUMENTS if not isinstance(d, PendingRecord)], ids=lambda d: type(d).__name__)
-@settings(max_examples=80, deadline=None)
 @given(data=st.data())
 def test_a_document_with_any_field_replaced_parses_or_refuses(document, data):
     """Each field of a valid document replaced by any JSON value: a valid document or one FormatError."""
@@ -632,7 +631,6 @@ def test_a_document_with_any_field_replaced_parses_or_refuses(document, data):
     parses_or_refuses(type(document), json.dumps({**stored, field: data.draw(JSON_VALUES)}, allow_nan=True))
 
 
-@settings(max_examples=150, deadline=None)
 @given(data=st.binary(max_size=400), length=st.integers(min_value=0, max_value=1 << 20))
 def test_the_safetensors_header_parser_raises_nothing_but_a_format_error(data, length):
     try:

@@ -75,6 +75,7 @@ def test_the_vit_small_configs_load_every_weight_of_a_timm_vit_small(tmp_path):
     assert len(names) > 100 and all(torch.equal(loaded[n], state[n]) for n in names)
 
 
+@pytest.mark.slow  # a pretraining run: ~5 s
 def test_pretrained_backbones_are_made_once_and_then_cached(tmp_path, monkeypatch):
     settings = Settings(backbones=("vit-tiny",), decoders=(), pretrain_counts="2,0,0", sample_size="64x128", pretrain_steps=1)
     (path, source), = pretrained_backbones(settings, tmp_path).values()

@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from contract.query import PNG_RGB, PNG_SIGNATURE, QUERY_SIZE_TAG, QUERY_TAG, Query, QueryRefused, check_query, tag_text
 from pipeline import keys
@@ -84,6 +85,12 @@ def test_encrypt_query_refuses_an_encrypted_query(tmp_path):
     with pytest.raises(PipelineError, match=f"^{sent}: already an encrypted query \\(it names key id {key.key_id}"):
         encrypt_queries([sent], key, tmp_path / "twice")
     assert not (tmp_path / "twice").exists()
+    tagged = Image.open(sent)  # a tag that names no cipher is refused too: it is no plain image either
+    info = PngInfo()
+    info.add_text(QUERY_TAG, "{not json")
+    tagged.save(tmp_path / "tagged.png", pnginfo=info)
+    with pytest.raises(PipelineError, match="tagged.png: already tagged as a query \\(its cipherseg-cipher tag: not valid JSON"):
+        encrypt_queries([tmp_path / "tagged.png"], key, tmp_path / "twice")
 
 
 # --- the check both sides call ---------------------------------------------------------------------

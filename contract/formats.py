@@ -270,6 +270,11 @@ class DatasetDescription(Format):
         mapped = dict(self.label_map)
         return tuple(mapped.get(value, value) for value in table)
 
+    def unlabelled_value(self) -> int:
+        """The raw label value of pixels in no class: the first the label mapping sends to the ignore index (0 if none)."""
+        lookup = self.lookup()
+        return next((raw for raw in range(256) if lookup[raw] == self.ignore_index), 0)
+
     def raw_values(self) -> tuple[int, ...]:
         """Class index -> the raw label value that means it (the smallest such), for maps in the dataset's
         own values (Cityscapes' labelIds, ADE20K's 1-150); the ignore index -> 0 unless 0 is a class."""

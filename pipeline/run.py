@@ -318,7 +318,7 @@ def parser() -> argparse.ArgumentParser:
     option("--encrypted-weights", "the encrypted checkpoint written for the cloud", metavar="PATH")
     option("--bundle", "the published bundle", metavar="PATH|URL")
     option("--checkpoint", "a fine-tuned checkpoint: encrypted for decrypt-weights, plain for encrypt-weights", metavar="PATH")
-    option("--query", "encrypt-query, query: the user's images (plain PNG)", nargs="+", metavar="IMAGE")
+    option("--query", "encrypt-query, query: the user's plain images (PNG or JPEG, any size)", nargs="+", metavar="IMAGE")
     option("--server", "query: the cloud's segmentation service (python -m training.serve)", metavar="URL")
     option("--concurrency", "query: requests at once", metavar="N")
     option("--legend", "query: also write legend.png (class colours and names)", action="store_true", default=None)

@@ -120,6 +120,10 @@ def test_the_owners_label_mapping_is_mmsegs_load_annotations(tmp_path):
         assert np.array_equal(np.array(description.lookup(), np.uint8)[raw], expected)
     cityscapes_ids = cityscapes().description.raw_values()
     assert cityscapes_ids[:3] == (7, 8, 11)  # road, sidewalk, building: the trainIds' labelIds
+    # what maps in the dataset's own values write where no class is: Cityscapes' 'unlabeled', ADE20K's 'other', VOC's void
+    assert [resolve_dataset(name).description.unlabelled_value() for name in ("cityscapes", "ade20k", "voc")] == [0, 0, 255]
+    mapped = DatasetDescription(name="x", classes=("a", "b"), palette=((0, 0, 0), (1, 1, 1)), label_map=((9, 255),))
+    assert mapped.unlabelled_value() == 9
 
 
 def test_a_dataset_table_describes_an_owners_dataset_over_a_built_in():

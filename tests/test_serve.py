@@ -167,6 +167,9 @@ def test_the_service_describes_itself(models, url, tmp_path):
     assert requests.get(f"{url}/healthz").status_code == 200 and requests.get(f"{url}/readyz").json() == {"status": "ready"}
     info = ServiceInfo.parse(requests.get(f"{url}/v1/model").content, "model")
     assert info.cipher == models["shuffle"].key.spec() and info.block_size == 16 and len(info.classes) == 19
+    from cityscapesscripts.helpers.labels import trainId2label  # the bundle's dataset: the official table's labelIds
+
+    assert info.label_ids == tuple(trainId2label[i].id for i in range(19)) and info.unlabelled == 0  # 'unlabeled'
     api = requests.get(f"{url}/openapi.json").json()
     assert "image/png" in api["paths"]["/v1/segment"]["post"]["requestBody"]["content"]
     assert {"/v1/segment/batch", "/v1/model", "/healthz", "/readyz", "/metrics"} <= api["paths"].keys()
@@ -190,7 +193,8 @@ def twice_tagged(data: bytes) -> bytes:
     return data[:end] + data[start:end] + data[end:]
 
 
-REFUSALS = ("not-png", "content-type", "16-bit", "odd-size", "huge", "plain", "other-key", "tagged-twice", "corrupt", "too-large")
+REFUSALS = ("not-png", "content-type", "16-bit", "odd-size", "huge", "plain", "other-key", "tagged-twice", "size-tag", "corrupt",
+            "too-large")
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +213,7 @@ def cases(owner) -> dict[str, tuple]:
         "plain": (png(np.zeros((32, 32, 3), np.uint8)), image_png, 422, "plain-image", "names no key"),
         "other-key": (png(np.zeros((32, 32, 3), np.uint8), other), image_png, 422, "other-key", f"a query of key id {other.key_id}"),
         "tagged-twice": (twice_tagged(good), image_png, 422, "tagged-twice", "names a cipher 2 times"),
+        "size-tag": (encode_rgb(np.zeros((32, 32, 3), np.uint8), key, (40, 32)), image_png, 422, "size-tag", "its cipherseg-size tag is not one size"),
         "corrupt": (noise[: len(noise) // 2], image_png, 422, "corrupt", "not a readable image"),
         "too-large": (good + bytes(300 << 10), image_png, 413, "too-large", "takes at most 262144"),
     }

@@ -149,9 +149,7 @@ class LabelMaps:
     def of(cls, dataset: DatasetDescription) -> LabelMaps:
         colours = np.zeros((256, 3), np.uint8)
         colours[: len(dataset.palette)] = dataset.palette
-        lookup = dataset.lookup()
-        unlabelled = next((raw for raw in range(256) if lookup[raw] == dataset.ignore_index), 0)
-        label_ids = np.full(256, unlabelled, np.uint8)
+        label_ids = np.full(256, dataset.unlabelled_value(), np.uint8)
         label_ids[: len(dataset.classes)] = dataset.raw_values()
         return cls(tuple(dataset.classes), colours, label_ids)
 

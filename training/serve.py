@@ -207,10 +207,10 @@ def build_app(segmenter: Segmenter, reads: CipherSpec | None, dataset: DatasetDe
         cipher=reads,
         block_size=segmenter.block_size,
         max_body_bytes=limits.max_body_bytes,
-        classes=maps.classes,
-        palette=tuple(tuple(int(v) for v in maps.colours[i]) for i in range(len(maps.classes))),
-        label_ids=tuple(int(v) for v in maps.label_ids[: len(maps.classes)]),
-        unlabelled=int(maps.label_ids[255]),
+        classes=dataset.classes,
+        palette=dataset.palette,
+        label_ids=dataset.raw_values(),
+        unlabelled=dataset.unlabelled_value(),
     )
     legend = maps.legend()
     state = {}  # the batcher and its task, while the app runs
